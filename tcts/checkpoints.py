@@ -33,6 +33,35 @@ class CheckpointError(ValueError):
     """A checkpoint file or folder is missing, unreadable, unsafe or of the wrong kind."""
 
 
+def safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return {}
+
+
+def sidecar_config(path: Path, classes: tuple[str, ...] = ()) -> dict | None:
+    """Config for a single file: a ``config`` JSON entry in its safetensors metadata, or a
+    ``<name>.json`` / ``config.json`` beside it (how a diffusers component file travels with its config).
+    A ``config.json`` beside it counts only when its ``_class_name`` is one of ``classes``."""
+    meta = safetensors_metadata(path).get("config")
+    if meta:
+        try:
+            return json.loads(meta)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: its metadata 'config' entry is not valid JSON: {exc}") from exc
+    own = path.with_suffix(".json")
+    if own.is_file():
+        return read_json(own)
+    shared = path.parent / "config.json"
+    if shared.is_file():
+        config = read_json(shared)
+        if config.get("_class_name") in classes or config.get("model_type") in classes:
+            return config
+    return None
+
+
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Read every tensor of one safetensors file, with clear errors for missing, pickle or broken files."""
     path = Path(path)
@@ -205,6 +234,7 @@ def load_transformer(path: str | Path, *, dtype: torch.dtype = torch.float32, va
         config = dict(config or read_json(path / "config.json"))
     else:
         state, source = read_safetensors(path), path
+        config = config or sidecar_config(path, ("UVit2DModel", "Transformer2DModel"))
     family = expect_family(state, ("amused", "meissonic"), str(source))
     builders = generator_builders()
     if family not in builders:
@@ -230,6 +260,7 @@ def load_vq(path: str | Path, *, config: Mapping[str, Any] | None = None, norm_n
         config = dict(config or read_json(path / "config.json"))
     else:
         state, source = read_safetensors(path), path
+        config = config or sidecar_config(path, ("VQModel",))
     expect_family(state, ("vq",), str(source))
     if config is None:
         config = vq_config_from_state_dict(state, norm_num_groups=norm_num_groups)
@@ -248,7 +279,7 @@ def load_text_encoder(path: str | Path, tokenizer_folder: str | Path, *, dtype: 
         config = read_json(path / "config.json")
     else:
         state, source = read_safetensors(path), path
-        config = None
+        config = sidecar_config(path, ("clip_text_model",))
     expect_family(state, ("clip_text",), str(source))
     if config is None:
         config = clip_config_from_state_dict(state)

@@ -225,8 +225,8 @@ class Pipeline:
         if init_image is not None:
             init_image = check_image_batch(init_image, "init image")
             height, width = int(init_image.shape[1]), int(init_image.shape[2])
-        width = width or self.default_size
-        height = height or self.default_size
+        width = self.default_size if width is None else width
+        height = self.default_size if height is None else height
         grid = token_grid(self.transformer, width, height, self.vq_factor)
         if mask is not None and init_image is None:
             raise ValueError("a mask needs an init image to inpaint")

@@ -59,14 +59,16 @@ def guided_logits(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioni
     dtype = next(model.parameters()).dtype
     guided = cfg != 1.0 and cond.negative_hidden_states is not None
     t = torch.tensor([timestep], device=tokens.device)
+
+    def prepare(*parts: torch.Tensor) -> torch.Tensor:
+        return torch.cat(parts).to(tokens.device, dtype)
+
     if guided:
-        hidden = torch.cat([cond.negative_hidden_states, cond.hidden_states])
-        pooled = torch.cat([cond.negative_pooled, cond.pooled])
-        micro = torch.cat([cond.micro_conds, cond.micro_conds])
-        logits = model(torch.cat([tokens, tokens]), hidden.to(dtype), pooled.to(dtype), micro.to(dtype), t)
+        logits = model(torch.cat([tokens, tokens]), prepare(cond.negative_hidden_states, cond.hidden_states),
+                       prepare(cond.negative_pooled, cond.pooled), prepare(cond.micro_conds, cond.micro_conds), t)
         uncond, positive = logits.chunk(2)
         return uncond + cfg * (positive - uncond)
-    return model(tokens, cond.hidden_states.to(dtype), cond.pooled.to(dtype), cond.micro_conds.to(dtype), t)
+    return model(tokens, prepare(cond.hidden_states), prepare(cond.pooled), prepare(cond.micro_conds), t)
 
 
 def draw_proposal(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
