@@ -49,3 +49,21 @@ def comfyui(comfyui_root, tmp_path_factory):
     """The in-process ComfyUI (tests.support.comfyui.InProcessComfyUI), booted once per session."""
     harness = _require_comfyui()
     return harness.get_comfyui(comfyui_root, base_dir=tmp_path_factory.mktemp("comfyui-inproc"))
+
+
+@pytest.fixture(scope="session")
+def pack(comfyui):
+    """Our node pack loaded into the in-process ComfyUI (as ComfyUI loads a custom node folder).
+
+    Returns a function mapping a submodule path such as ``"nodes.clip"`` to the loaded module."""
+    comfyui.load_custom_nodes(ROOT)
+
+    def module(name: str):
+        target = (ROOT / name.replace(".", "/")).with_suffix(".py").resolve()
+        for mod in list(sys.modules.values()):
+            file = getattr(mod, "__file__", None)
+            if file and Path(file).resolve() == target:
+                return mod
+        raise LookupError(f"{name} was not loaded with the pack")
+
+    return module

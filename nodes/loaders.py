@@ -1,0 +1,167 @@
+"""Loader nodes: a diffusers-layout folder, or split single files as ComfyUI users keep them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..tcts.checkpoints import CheckpointError, load_transformer, load_vq, read_json
+from ..tcts.pipeline import check_compatible
+from . import bridge
+from .clip import clip_from_file, clip_from_folder
+from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, VQBundle, VQType
+
+MODELS_FOLDER = "tcts"
+PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+
+
+def register_model_folders() -> None:
+    """Register ``models/tcts`` (and the pack's bundled ``models/``) with ``folder_paths``, keeping
+    paths that ``extra_model_paths.yaml`` already added (comfyui.md §5.4)."""
+    paths = list(folder_paths.folder_names_and_paths.get(MODELS_FOLDER, ([], set()))[0])
+    for path in (str(Path(folder_paths.models_dir) / MODELS_FOLDER), str(PACK_MODELS)):
+        if path not in paths:
+            paths.append(path)
+    folder_paths.folder_names_and_paths[MODELS_FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
+
+
+def model_folders() -> dict[str, Path]:
+    """Name -> path of every diffusers-layout folder under the ``tcts`` and ``diffusers`` model paths."""
+    found: dict[str, Path] = {}
+    for key in (MODELS_FOLDER, "diffusers"):
+        if key not in folder_paths.folder_names_and_paths:
+            continue
+        for base in folder_paths.get_folder_paths(key):
+            base_path = Path(base)
+            if not base_path.is_dir():
+                continue
+            for child in sorted(base_path.iterdir()):
+                if (child / "model_index.json").is_file():
+                    found.setdefault(child.name, child)
+    return found
+
+
+def resolve_model_folder(name: str) -> Path:
+    """A listed folder by name; anything else (including ``../`` tricks) is refused."""
+    folders = model_folders()
+    if name not in folders:
+        listed = ", ".join(sorted(folders)) or "none"
+        raise ValueError(f"model folder {name!r} is not among the installed models ({listed}); put diffusers-"
+                         f"layout folders under models/{MODELS_FOLDER} or models/diffusers")
+    return folders[name]
+
+
+def resolve_file(kind: str, name: str) -> Path:
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ValueError(f"{kind} file name {name!r} must be a name from the list, not a path")
+    return Path(folder_paths.get_full_path_or_raise(kind, name))
+
+
+def clip_dtype():
+    """fp32 when the text encoder runs on the CPU (ComfyUI's default there is fp16 storage, which moves the
+    conditioning by ~1e-3 and so changes sampled tokens against the reference); ComfyUI's choice on GPUs."""
+    import comfy.model_management as mm
+    import torch
+
+    return torch.float32 if mm.text_encoder_device().type == "cpu" else None
+
+
+def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype: str) -> GeneratorBundle:
+    patcher = bridge.wrap_generator(model, bridge.generator_dtype(model, dtype))
+    vq_factor = int(vq.model.downscale_factor) if vq is not None else 16
+    palette = bridge.codebook_palette(vq.model) if vq is not None else bridge.fallback_palette(model.codebook_size)
+    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor,
+                           default_size=int(model.config.get("sample_size", 16)) * vq_factor, vq=vq,
+                           palette=palette)
+
+
+class LoadMaskedModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSLoadModel", display_name="Load Masked Generative Model", category=f"{ROOT_CATEGORY}/loaders",
+            description="Loads a diffusers-layout aMUSEd or Meissonic folder (transformer, VQ, text encoder, "
+                        "tokenizer) from models/tcts or models/diffusers.",
+            inputs=[
+                io.Combo.Input("model_name", options=sorted(model_folders()),
+                               tooltip="a folder with model_index.json under models/tcts or models/diffusers"),
+                io.Combo.Input("dtype", options=DTYPES, default="auto",
+                               tooltip="transformer precision; auto = fp32 on CPU, bf16/fp16 on GPU. The VQ always "
+                                       "runs in fp32."),
+            ],
+            outputs=[ModelType.Output(display_name="model"), VQType.Output(display_name="vq"),
+                     io.Clip.Output(display_name="clip")])
+
+    @classmethod
+    def execute(cls, model_name: str, dtype: str = "auto") -> io.NodeOutput:
+        root = resolve_model_folder(model_name)
+        scheduler_file = root / "scheduler" / "scheduler_config.json"
+        schedule = read_json(scheduler_file).get("masking_schedule", "cosine") if scheduler_file.is_file() else "cosine"
+        transformer = load_transformer(root / "transformer")
+        vq_model = load_vq(root / "vqvae")
+        clip = clip_from_folder(root / "text_encoder", root / "tokenizer", dtype=clip_dtype())
+        if vq_model.codebook_size != transformer.codebook_size:
+            raise CheckpointError(f"{model_name}: VQ has {vq_model.codebook_size} codes, transformer predicts "
+                                  f"{transformer.codebook_size}")
+        vq = VQBundle(patcher=bridge.wrap_vq(vq_model), name=model_name)
+        return io.NodeOutput(bundle_generator(transformer, model_name, schedule, vq, dtype), vq, clip)
+
+
+class LoadMaskedTransformer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSLoadTransformer", display_name="Load Masked Generative Transformer",
+            category=f"{ROOT_CATEGORY}/loaders",
+            description="Loads a single aMUSEd or Meissonic transformer .safetensors from models/diffusion_models. "
+                        "The config comes from the file's metadata, a <name>.json or config.json beside it, or is "
+                        "inferred from the weights.",
+            inputs=[io.Combo.Input("transformer_name", options=folder_paths.get_filename_list("diffusion_models")),
+                    io.Combo.Input("dtype", options=DTYPES, default="auto")],
+            outputs=[ModelType.Output(display_name="model")])
+
+    @classmethod
+    def execute(cls, transformer_name: str, dtype: str = "auto") -> io.NodeOutput:
+        model = load_transformer(resolve_file("diffusion_models", transformer_name))
+        return io.NodeOutput(bundle_generator(model, transformer_name, "cosine", None, dtype))
+
+
+class LoadVQ(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSLoadVQ", display_name="Load VQ-GAN", category=f"{ROOT_CATEGORY}/loaders",
+            description="Loads the aMUSEd/Meissonic VQ-GAN (.safetensors) from models/vae; runs in fp32.",
+            inputs=[io.Combo.Input("vq_name", options=folder_paths.get_filename_list("vae"))],
+            outputs=[VQType.Output(display_name="vq")])
+
+    @classmethod
+    def execute(cls, vq_name: str) -> io.NodeOutput:
+        model = load_vq(resolve_file("vae", vq_name))
+        return io.NodeOutput(VQBundle(patcher=bridge.wrap_vq(model), name=vq_name))
+
+
+class LoadTextEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSLoadTextEncoder", display_name="Load Masked Generative Text Encoder",
+            category=f"{ROOT_CATEGORY}/loaders",
+            description="Loads a CLIP-L (aMUSEd) or CLIP-H (Meissonic) text encoder with projection as a standard "
+                        "CLIP whose encoding equals the reference (penultimate layer, projected pooled output). "
+                        "A core CLIPLoader is not equivalent.",
+            inputs=[io.Combo.Input("clip_name", options=sorted(set(folder_paths.get_filename_list("text_encoders"))))],
+            outputs=[io.Clip.Output(display_name="clip")])
+
+    @classmethod
+    def execute(cls, clip_name: str) -> io.NodeOutput:
+        return io.NodeOutput(clip_from_file(resolve_file("text_encoders", clip_name), dtype=clip_dtype()))
+
+
+def check_model_and_vq(model: GeneratorBundle, vq: VQBundle) -> None:
+    check_compatible(model.model, vq.model, None)
+
+
+NODES = [LoadMaskedModel, LoadMaskedTransformer, LoadVQ, LoadTextEncoder]
