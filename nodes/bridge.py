@@ -13,7 +13,7 @@ import comfy.utils
 import torch
 from PIL import Image
 
-from tcts.sampling import StepReport
+from ..tcts.sampling import StepReport
 
 
 def parameter_count(model: torch.nn.Module) -> int:
