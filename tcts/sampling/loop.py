@@ -157,7 +157,7 @@ def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, s
                 fixed=fixed, mask_count=tokens_to_mask(schedule, step, steps, n, maskable.cpu(),
                                                        starting_mask_ratio),
                 choice_temperature=temperatures[step],
-                generators=generators, grid=(h, w), extras=extras or {})
+                generators=generators, grid=(h, w), condition=cond, extras=extras or {})
             selection = rule.select(state)
             flat = torch.where(selection.keep | fixed, proposal, mask_id)
         if callback is not None:

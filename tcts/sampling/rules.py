@@ -30,7 +30,9 @@ class StepState:
     choice_temperature: torch.Tensor  # annealed temperature of the choice noise (float32 scalar)
     generators: list[torch.Generator]
     grid: tuple[int, int]           # token grid (h, w)
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. captured attention, text condition
+    condition: Any = None           # the run's Conditioning (text states for learned selectors)
+    attention: Any = None           # captured attention of this step's forward (rules with needs_attention)
+    extras: dict[str, Any] = field(default_factory=dict)  # anything else a caller passes to the loop
 
     @property
     def progress(self) -> float:
