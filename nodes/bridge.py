@@ -5,7 +5,8 @@ Models are wrapped in ``comfy.model_patcher.ModelPatcher`` and loaded with
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -45,6 +46,21 @@ def wrap_vq(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
 def load_for_use(*patchers: comfy.model_patcher.ModelPatcher) -> None:
     """Ask ComfyUI's model manager to place the models on their compute device."""
     mm.load_models_gpu(list(patchers))
+
+
+class OutOfMemory(RuntimeError):
+    """Sampling or decoding ran out of memory; the models were unloaded so ComfyUI stays usable."""
+
+
+@contextlib.contextmanager
+def unload_on_oom(what: str, advice: str) -> Iterator[None]:
+    """Turn an out-of-memory error into a clear message after freeing every loaded model."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        mm.unload_all_models()
+        mm.soft_empty_cache(True)
+        raise OutOfMemory(f"out of memory while {what}; all models were unloaded. {advice} ({exc})") from exc
 
 
 def to_output(t: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ import comfy.sd1_clip
 import comfy.utils
 from comfy.supported_models_base import ClipTarget
 
-from ..tcts.checkpoints import (FAMILY_NAMES, CheckpointError, detect_family, load_strict, read_json,
+from ..tcts.checkpoints import (FAMILY_NAMES, CheckpointError, with_article, detect_family, load_strict, read_json,
                               read_safetensors, read_sharded_or_single)
 from ..tcts.text import MAX_TOKENS, clip_config_from_state_dict
 
@@ -206,7 +206,7 @@ def normalize_clip_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
 
 def _what_is(state_dict: Mapping[str, torch.Tensor]) -> str:
     try:
-        return f"a {FAMILY_NAMES[detect_family(state_dict)]}"
+        return with_article(FAMILY_NAMES[detect_family(state_dict)])
     except CheckpointError:
         sample = ", ".join(sorted(state_dict)[:4])
         return f"an unrecognised model (keys like {sample})"

@@ -101,10 +101,12 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
     bridge.load_for_use(*patchers)
     decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
     callback = bridge.progress_callback(steps, preview, mask_id, model.palette, decode)
-    tokens = generate_tokens(generator, cond, sampler=rule, steps=steps, cfg=cfg, grid=grid, tokens=start,
-                             fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
-                             choice_temperature=(choice_temperature, 0.0), sampling_temperature=temperature,
-                             rule_options=rule_options, generators=generators, callback=callback)
+    advice = "Try a smaller batch size or resolution, or the fp16/bf16 dtype in the loader."
+    with bridge.unload_on_oom(f"sampling {batch_size} image(s) of {width}x{height} px", advice):
+        tokens = generate_tokens(generator, cond, sampler=rule, steps=steps, cfg=cfg, grid=grid, tokens=start,
+                                 fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
+                                 choice_temperature=(choice_temperature, 0.0), sampling_temperature=temperature,
+                                 rule_options=rule_options, generators=generators, callback=callback)
     return TokenGrid(tokens=bridge.to_output(tokens), codebook_size=int(generator.codebook_size), width=width,
                      height=height, family=model.family,
                      extras={"mask_id": mask_id, "prompt": pos.texts, "sampler": rule, "seed": seed})

@@ -30,7 +30,9 @@ class VQDecode(io.ComfyNode):
         if mask_id is not None and (tokens.tokens == mask_id).any():
             raise ValueError("tokens still contain masked positions; decode the output of a sampler")
         bridge.load_for_use(vq.patcher)
-        return io.NodeOutput(bridge.to_output(decode_tokens(vq.model, tokens.tokens)))
+        with bridge.unload_on_oom(f"decoding {tokens.tokens.shape[0]} image(s)", "Decode a smaller batch."):
+            images = decode_tokens(vq.model, tokens.tokens)
+        return io.NodeOutput(bridge.to_output(images))
 
 
 class VQEncode(io.ComfyNode):

@@ -112,12 +112,16 @@ def detect_family(state_dict: Mapping[str, torch.Tensor]) -> str:
         f"unrecognised checkpoint: its keys (e.g. {sample}) match none of {', '.join(FAMILY_NAMES.values())}")
 
 
+def with_article(name: str) -> str:
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
 def expect_family(state_dict: Mapping[str, torch.Tensor], wanted: tuple[str, ...], source: str) -> str:
     family = detect_family(state_dict)
     if family not in wanted:
         raise CheckpointError(
-            f"{source} holds a {FAMILY_NAMES[family]}, but a {' or '.join(FAMILY_NAMES[w] for w in wanted)} "
-            "was expected here")
+            f"{source} holds {with_article(FAMILY_NAMES[family])}, but "
+            f"{' or '.join(with_article(FAMILY_NAMES[w]) for w in wanted)} was expected here")
     return family
 
 
@@ -243,7 +247,7 @@ def load_transformer(path: str | Path, *, dtype: torch.dtype = torch.float32, va
     if config is None:
         config = infer(state)
     elif family_of_config(config) and family_of_config(config) != family:
-        raise CheckpointError(f"{source} holds a {FAMILY_NAMES[family]} but its config describes "
+        raise CheckpointError(f"{source} holds {with_article(FAMILY_NAMES[family])} but its config describes "
                               f"{config.get('_class_name')}")
     model = model_cls(config)
     load_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(source))

@@ -243,6 +243,9 @@ class Pipeline:
             encoded = encode_images(self.vq, init_image)
             encoded = encoded.expand(batch_size, *grid) if encoded.shape[0] == 1 else encoded
             if mask is not None:
+                if tuple(mask.shape[-2:]) != (height, width):
+                    raise ValueError(f"inpaint mask is {mask.shape[-1]}x{mask.shape[-2]} px but the image is "
+                                     f"{width}x{height}; give a mask of the image's size")
                 token_mask = mask_to_token_grid(mask, grid)
                 start_tokens, fixed, smr = start_for_inpaint(encoded, token_mask, self.mask_token_id)
                 if strength < 1.0:

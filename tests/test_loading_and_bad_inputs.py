@@ -70,7 +70,7 @@ def test_non_safetensors_bytes_with_the_right_suffix_are_rejected(tmp_path):
 @pytest.mark.parametrize("source,loader,expected", [
     (AMUSED / "vqvae" / "diffusion_pytorch_model.safetensors", load_transformer, "holds a VQ-GAN"),
     (AMUSED / "text_encoder" / "model.safetensors", load_transformer, "holds a CLIP text encoder"),
-    (AMUSED / "transformer" / "diffusion_pytorch_model.safetensors", load_vq, "holds a aMUSEd transformer"),
+    (AMUSED / "transformer" / "diffusion_pytorch_model.safetensors", load_vq, "holds an aMUSEd transformer"),
 ])
 def test_wrong_family_files_name_what_they_hold_and_what_was_expected(source, loader, expected):
     with pytest.raises(CheckpointError, match=expected):

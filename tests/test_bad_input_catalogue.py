@@ -1,0 +1,232 @@
+"""The bad-input catalogue: one row per case, across the library, the CLI and the ComfyUI nodes.
+
+Every row names the input, what is wrong and what is expected, and leaves no partial output file.
+README.md's "Troubleshooting" section lists every row's message (checked below).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tcts.checkpoints import load_transformer, load_vq, read_safetensors
+from tcts.cli import main as cli_main
+from tcts.pipeline import Pipeline, generate_tokens, text_condition
+
+from .helpers import AMUSED, MEISSONIC
+
+ROOT = Path(__file__).resolve().parent.parent
+TRANSFORMER = AMUSED / "transformer" / "diffusion_pytorch_model.safetensors"
+
+
+@dataclass
+class Case:
+    id: str
+    surface: str            # "library", "cli" or "node"
+    message: str            # a literal part of the error the user sees
+    run: Callable           # run(ctx) must raise (library/node) or fail with this message (cli)
+
+
+class Context:
+    """Shared, lazily built state for the rows (one pipeline, a scratch folder)."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self._pipe = None
+
+    @property
+    def pipe(self) -> Pipeline:
+        if self._pipe is None:
+            self._pipe = Pipeline.from_folder(AMUSED)
+        return self._pipe
+
+    def file(self, name: str, data: bytes) -> Path:
+        path = self.tmp / name
+        path.write_bytes(data)
+        return path
+
+    def generate(self, **kwargs):
+        return self.pipe.generate("a red cat", **{"width": 64, "height": 64, "steps": 2, **kwargs})
+
+    def image(self, name: str, size=(96, 128), mode="RGB") -> Path:
+        path = self.tmp / name
+        Image.new(mode, size, (200, 30, 30, 128)[: len(mode)]).save(path)
+        return path
+
+
+def meissonic_weights_with_amused_config(ctx: Context):
+    folder = ctx.tmp / "transformer"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(MEISSONIC / "transformer" / "diffusion_pytorch_model.safetensors", folder)
+    shutil.copy(AMUSED / "transformer" / "config.json", folder)
+    load_transformer(folder)
+
+
+def nan_logits(ctx: Context):
+    broken = load_transformer(AMUSED / "transformer")
+    with torch.no_grad():
+        broken.mlm_layer.conv2.weight.fill_(float("nan"))
+    cond = text_condition(ctx.pipe.encode_prompts(["a"]), None, 64, 64, 1)
+    generate_tokens(broken, cond, grid=(4, 4), steps=2, cfg=1.0)
+
+
+def out_of_range_tokens(ctx: Context):
+    cond = text_condition(ctx.pipe.encode_prompts(["a"]), None, 64, 64, 1)
+    generate_tokens(ctx.pipe.transformer, cond, tokens=torch.full((1, 4, 4), 64), steps=2, cfg=1.0)
+
+
+def mismatched_text_encoder(ctx: Context):
+    from tcts.checkpoints import load_text_encoder
+    from tcts.pipeline import check_compatible
+
+    check_compatible(ctx.pipe.transformer, ctx.pipe.vq, load_text_encoder(MEISSONIC / "text_encoder",
+                                                                          MEISSONIC / "tokenizer"))
+
+
+def cli(*args: str):
+    def run(ctx: Context):
+        out = ctx.tmp / "out"
+        out.mkdir(exist_ok=True)
+        argv = ["generate", "--model", str(AMUSED), "--prompt", "x", "--steps", "2", "--out", str(out / "x.png"),
+                "--tokens-out", str(out / "x.npy")]
+        argv += [a.format(tmp=ctx.tmp) for a in args]
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                code = cli_main(argv)
+            except SystemExit as exc:  # argparse and early checks
+                code = exc.code if isinstance(exc.code, int) else 2
+                stderr.write(str(exc.code))
+        assert code != 0, "the command should have failed"
+        assert list(out.iterdir()) == [], "a failed command must leave no output file"
+        raise ValueError(stderr.getvalue())
+    return run
+
+
+CASES = [
+    # --- checkpoint files (library) -------------------------------------------------------------
+    Case("missing-file", "library", "does not exist", lambda c: load_transformer(c.tmp / "nope.safetensors")),
+    Case("missing-folder", "library", "does not exist", lambda c: Pipeline.from_folder(c.tmp / "no-model")),
+    Case("not-a-model-folder", "library", "no model_index.json", lambda c: Pipeline.from_folder(c.tmp)),
+    Case("truncated-file", "library", "not a readable safetensors file (truncated, corrupt or another format)",
+         lambda c: read_safetensors(c.file("cut.safetensors", TRANSFORMER.read_bytes()[:5000]))),
+    Case("empty-file", "library", "is empty (0 bytes)", lambda c: read_safetensors(c.file("e.safetensors", b""))),
+    Case("renamed-image", "library", "not a readable safetensors file",
+         lambda c: read_safetensors(c.file("photo.safetensors", (AMUSED / "inputs" / "mask_256x256.png").read_bytes()))),
+    Case("pickle-ckpt", "library", "pickle-based checkpoint (.ckpt); tcts loads only .safetensors",
+         lambda c: read_safetensors(c.file("m.ckpt", b"\x80\x04."))),
+    Case("pickle-pt", "library", "pickle-based checkpoint (.pt)", lambda c: read_safetensors(c.file("m.pt", b"\x80"))),
+    Case("pickle-bin", "library", "pickle-based checkpoint (.bin)",
+         lambda c: read_safetensors(c.file("m.bin", b"\x80"))),
+    Case("clip-as-transformer", "library", "holds a CLIP text encoder with projection, but an aMUSEd transformer",
+         lambda c: load_transformer(AMUSED / "text_encoder" / "model.safetensors")),
+    Case("vq-as-transformer", "library", "holds a VQ-GAN (VQModel), but an aMUSEd transformer",
+         lambda c: load_transformer(AMUSED / "vqvae" / "diffusion_pytorch_model.safetensors")),
+    Case("transformer-as-vq", "library", "holds an aMUSEd transformer (UVit2DModel), but a VQ-GAN",
+         lambda c: load_vq(TRANSFORMER)),
+    Case("meissonic-as-amused", "library", "holds a Meissonic transformer but its config describes UVit2DModel",
+         meissonic_weights_with_amused_config),
+    Case("text-encoder-mismatch", "library", "text encoder width 32 does not match the transformer's text input "
+         "width 16", mismatched_text_encoder),
+    # --- generation settings (library) ----------------------------------------------------------
+    Case("width-not-multiple", "library", "width must be a positive multiple of 32 px",
+         lambda c: c.generate(width=100)),
+    Case("height-zero", "library", "height must be a positive multiple of 32 px", lambda c: c.generate(height=0)),
+    Case("batch-zero", "library", "batch size must be >= 1", lambda c: c.generate(batch_size=0)),
+    Case("steps-zero", "library", "steps must be an integer >= 1", lambda c: c.generate(steps=0)),
+    Case("steps-negative", "library", "steps must be an integer >= 1", lambda c: c.generate(steps=-4)),
+    Case("cfg-nan", "library", "cfg must be a finite number >= 0", lambda c: c.generate(cfg=float("nan"))),
+    Case("cfg-inf", "library", "cfg must be a finite number >= 0", lambda c: c.generate(cfg=float("inf"))),
+    Case("cfg-negative", "library", "cfg must be a finite number >= 0", lambda c: c.generate(cfg=-1.0)),
+    Case("choice-temperature-negative", "library", "choice temperature must be finite and >= 0",
+         lambda c: c.generate(choice_temperature=(-1.0, 0.0))),
+    Case("temperature-not-positive", "library", "sampling temperature must be a finite number > 0",
+         lambda c: c.generate(sampling_temperature=-0.5)),
+    Case("unknown-sampler", "library", "sampler 'best' is unknown; expected one of",
+         lambda c: c.generate(sampler="best")),
+    Case("unknown-schedule", "library", "schedule 'zigzag' is unknown; expected one of",
+         lambda c: c.generate(schedule="zigzag")),
+    Case("strength-out-of-range", "library", "strength must be in (0, 1]",
+         lambda c: c.generate(init_image=torch.rand(1, 64, 64, 3), strength=1.5)),
+    Case("init-image-odd-size", "library", "width must be a positive multiple of 32 px",
+         lambda c: c.generate(init_image=torch.rand(1, 90, 100, 3))),
+    Case("mask-empty", "library", "inpaint mask is empty: nothing to regenerate",
+         lambda c: c.generate(init_image=torch.rand(1, 64, 64, 3), mask=torch.zeros(1, 64, 64))),
+    Case("mask-wrong-size", "library", "inpaint mask is 32x32 px but the image is 64x64",
+         lambda c: c.generate(init_image=torch.rand(1, 64, 64, 3), mask=torch.ones(1, 32, 32))),
+    Case("mask-without-image", "library", "a mask needs an init image to inpaint",
+         lambda c: c.generate(mask=torch.ones(1, 64, 64))),
+    Case("tokens-out-of-range", "library", "start tokens must be codebook ids in [0, 64) or the mask id 71",
+         out_of_range_tokens),
+    Case("nan-logits", "library", "the generator returned NaN/inf logits at step 1/2", nan_logits),
+    # --- command line -------------------------------------------------------------------------------
+    Case("cli-missing-model", "cli", "does not exist", cli("--model", "{tmp}/nowhere")),
+    Case("cli-bad-width", "cli", "width must be a positive multiple of 32 px", cli("--width", "100")),
+    Case("cli-out-folder-missing", "cli", "output folder", cli("--out", "{tmp}/no/such/dir/x.png")),
+    Case("cli-out-not-png", "cli", "--out must be a .png file", cli("--out", "{tmp}/out/x.jpg")),
+    Case("cli-mask-without-image", "cli", "--mask needs --init-image", cli("--mask", str(AMUSED / "inputs" / "mask_256x256.png"))),
+    Case("cli-init-image-missing", "cli", "image", cli("--init-image", "{tmp}/missing.png")),
+    Case("cli-init-image-not-an-image", "cli", "is not a readable image", cli("--init-image", str(TRANSFORMER))),
+]
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return Context(tmp_path_factory.mktemp("catalogue"))
+
+
+def test_the_catalogue_has_at_least_30_rows_with_unique_ids():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.surface in ("library", "cli")], ids=lambda c: c.id)
+def test_bad_input_gives_a_clear_error(case, ctx, tmp_path):
+    ctx.tmp = tmp_path
+    with pytest.raises((ValueError, FileNotFoundError, RuntimeError)) as info:
+        case.run(ctx)
+    assert case.message in str(info.value)
+
+
+def test_an_image_with_alpha_is_used_as_rgb(ctx, tmp_path):
+    """Defined behaviour rather than an error: the alpha channel is dropped."""
+    from tcts.images import load_image
+
+    ctx.tmp = tmp_path
+    rgba = load_image(ctx.image("rgba.png", size=(64, 64), mode="RGBA"))
+    assert rgba.shape == (1, 64, 64, 3)
+    result = ctx.generate(init_image=torch.cat([rgba, torch.ones(1, 64, 64, 1)], dim=-1))
+    assert result.images.shape == (1, 64, 64, 3)
+
+
+def test_readme_troubleshooting_lists_every_row():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    missing = [c.id for c in CASES if f"`{c.id}`" not in section]
+    assert not missing, f"README troubleshooting lacks rows: {missing}"
+
+
+def observed_message(case: Case, ctx: Context) -> str:
+    try:
+        case.run(ctx)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()[0].removeprefix("error: ")
+        return text.replace(str(ctx.tmp), "…").replace(str(ROOT) + "/", "")
+    return "(no error)"
+
+
+if __name__ == "__main__":  # print the README troubleshooting rows with the messages users see
+    import tempfile
+
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            message = observed_message(case, Context(Path(tmp)))
+        print(f"| `{case.id}` | {case.surface} | {message.replace('|', '/')} |")
