@@ -67,3 +67,74 @@ def pack(comfyui):
         raise LookupError(f"{name} was not loaded with the pack")
 
     return module
+
+
+# --- no network at run time: every test runs with non-loopback connections refused ----------------
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+
+
+class NetworkBlocked(RuntimeError):
+    """A test tried to reach a non-loopback address."""
+
+
+def _is_loopback(host) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def block_network():
+    """Generation must never touch the network: refuse (without sending anything) every connection and
+    name lookup that is not loopback, for the whole session."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def check(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            raise NetworkBlocked(f"network access is blocked during tests: {address}")
+
+    def connect(self, address):
+        check(self, address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(self, address)
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not _is_loopback(host):
+            raise NetworkBlocked(f"name lookup is blocked during tests: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = real_connect, real_connect_ex, real_getaddrinfo
+
+
+# --- our pack with tiny models inside the in-process ComfyUI ------------------------------------------
+@pytest.fixture(scope="session")
+def comfy_models(tmp_path_factory):
+    """A ``models/tcts`` folder holding the tiny aMUSEd as ``shapes-demo`` and the tiny Meissonic."""
+    import shutil
+
+    from tests.comfy_prompts import MODEL
+    from tests.helpers import AMUSED, MEISSONIC
+
+    root = tmp_path_factory.mktemp("tcts-models")
+    shutil.copytree(AMUSED, root / MODEL)
+    shutil.copytree(MEISSONIC, root / "meissonic-tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def comfy(comfyui, pack, comfy_models):
+    """In-process ComfyUI with our pack loaded and the tiny models registered."""
+    comfyui.add_model_folder("tcts", comfy_models)
+    return comfyui

@@ -178,14 +178,65 @@ CASES = [
 ]
 
 
+def node_prompt(change: Callable[[dict], None]) -> Callable[[dict], None]:
+    """A node row: a txt2img prompt (tests/comfy_prompts.py) with one change."""
+    def build(prompt: dict) -> None:
+        change(prompt)
+    return build
+
+
+def start_tokens(prompt: dict, image: str = "tcts_catalogue.png") -> None:
+    prompt["8"] = {"class_type": "LoadImage", "inputs": {"image": image}}
+    prompt["9"] = {"class_type": "TCTSVQEncode", "inputs": {"vq": ["1", 1], "image": ["8", 0]}}
+    prompt["3"]["inputs"]["start_tokens"] = ["9", 0]
+
+
+def mask_of(prompt: dict, width: int, height: int) -> None:
+    prompt["10"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": width, "height": height}}
+    prompt["3"]["inputs"]["mask"] = ["10", 0]
+
+
+def foreign_clip(prompt: dict) -> None:
+    prompt["6"] = {"class_type": "TCTSLoadModel", "inputs": {"model_name": "meissonic-tiny", "dtype": "auto"}}
+    prompt["2"]["inputs"]["clip"] = ["6", 2]
+
+
+# Node rows run in a real ComfyUI (tests/test_comfy_reliability.py); the message is the node error's text.
+NODE_CASES = [
+    Case("node-model-name-traversal", "node", "is not among the installed models",
+         node_prompt(lambda p: p["1"]["inputs"].update(model_name="../../etc"))),
+    Case("node-width-not-multiple", "node", "width must be a positive multiple of 32 px",
+         node_prompt(lambda p: p["3"]["inputs"].update(width=100))),
+    Case("node-mask-without-start-tokens", "node", "a mask needs start tokens (VQ Encode the image to inpaint)",
+         node_prompt(lambda p: mask_of(p, 96, 128))),
+    Case("node-mask-wrong-size", "node", "mask is 32x32 px but the image is 96x128",
+         node_prompt(lambda p: (start_tokens(p), mask_of(p, 32, 32)))),
+    Case("node-empty-mask", "node", "inpaint mask is empty",
+         node_prompt(lambda p: (start_tokens(p), mask_of(p, 96, 128), p["10"]["inputs"].update(value=0.0)))),
+    Case("node-vq-encode-odd-size", "node", "H and W multiples of 16",
+         node_prompt(lambda p: start_tokens(p, "tcts_catalogue_odd.png"))),
+    Case("node-foreign-conditioning", "node", "was it encoded with this model's text encoder?",
+         node_prompt(foreign_clip)),
+    Case("node-transformer-file-is-vq", "node", "holds a VQ-GAN (VQModel), but an aMUSEd transformer",
+         node_prompt(lambda p: p.update({"1b": {"class_type": "TCTSLoadTransformer", "inputs": {
+             "transformer_name": "vq_as_transformer.safetensors", "dtype": "auto"}}}) or
+             p["3"]["inputs"].update(model=["1b", 0]))),
+    Case("node-pickle-vq", "node", "pickle-based checkpoint (.ckpt)",
+         node_prompt(lambda p: p.update({"1c": {"class_type": "TCTSLoadVQ", "inputs": {"vq_name": "vq.ckpt"}}}) or
+             p["4"]["inputs"].update(vq=["1c", 0]))),
+    Case("node-out-of-memory", "node", "out of memory while sampling 1 image(s) of 96x128 px; all models were "
+         "unloaded. Try a smaller batch size or resolution", node_prompt(lambda p: None)),
+]
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     return Context(tmp_path_factory.mktemp("catalogue"))
 
 
 def test_the_catalogue_has_at_least_30_rows_with_unique_ids():
-    assert len(CASES) >= 30
-    assert len({c.id for c in CASES}) == len(CASES)
+    assert len(CASES) + len(NODE_CASES) >= 30
+    assert len({c.id for c in CASES + NODE_CASES}) == len(CASES) + len(NODE_CASES)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.surface in ("library", "cli")], ids=lambda c: c.id)
@@ -210,7 +261,7 @@ def test_an_image_with_alpha_is_used_as_rgb(ctx, tmp_path):
 def test_readme_troubleshooting_lists_every_row():
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
-    missing = [c.id for c in CASES if f"`{c.id}`" not in section]
+    missing = [c.id for c in CASES + NODE_CASES if f"`{c.id}`" not in section]
     assert not missing, f"README troubleshooting lacks rows: {missing}"
 
 
@@ -230,3 +281,5 @@ if __name__ == "__main__":  # print the README troubleshooting rows with the mes
         with tempfile.TemporaryDirectory() as tmp:
             message = observed_message(case, Context(Path(tmp)))
         print(f"| `{case.id}` | {case.surface} | {message.replace('|', '/')} |")
+    for case in NODE_CASES:
+        print(f"| `{case.id}` | node | {case.message} … |")

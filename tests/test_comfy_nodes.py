@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.comfy_prompts import MODEL, txt2img
 from tests.helpers import AMUSED, MEISSONIC, load_case
 from tests.support.comfyui import ComfyUIServer, PromptExecutionError, PromptValidationError, history_images
 
@@ -16,42 +17,6 @@ pytestmark = pytest.mark.comfyui
 
 NODE_IDS = {"TCTSLoadModel", "TCTSLoadTransformer", "TCTSLoadVQ", "TCTSLoadTextEncoder", "TCTSTextEncode",
             "TCTSPersistentSampler", "TCTSRevocableSampler", "TCTSVQDecode", "TCTSVQEncode"}
-MODEL = "shapes-demo"
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tcts-models")
-    shutil.copytree(AMUSED, root / MODEL)
-    shutil.copytree(MEISSONIC, root / "meissonic-tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui, pack, models):
-    comfyui.add_model_folder("tcts", models)
-    return comfyui
-
-
-def sampler_settings(**overrides):
-    settings = {"width": 96, "height": 128, "batch_size": 1, "steps": 4, "cfg": 10.0, "seed": 0,
-                "schedule": "cosine", "choice_temperature": 2.0, "temperature": 1.0, "preview": "colours"}
-    return {**settings, **overrides}
-
-
-def txt2img(sampler="purity", prompt="a photo of a red cat", model=MODEL, node="TCTSPersistentSampler",
-            extra=None, **overrides):
-    inputs = {"sampler": sampler, "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 1],
-              **sampler_settings(**overrides), **(extra or {})}
-    return {
-        "1": {"class_type": "TCTSLoadModel", "inputs": {"model_name": model, "dtype": "auto"}},
-        "2": {"class_type": "TCTSTextEncode", "inputs": {"clip": ["1", 2], "prompt": prompt, "negative": ""}},
-        "3": {"class_type": node, "inputs": inputs},
-        "4": {"class_type": "TCTSVQDecode", "inputs": {"vq": ["1", 1], "tokens": ["3", 0]}},
-        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "tcts"}},
-    }
-
-
 def test_pack_registers_every_node_under_one_category(comfy, pack):
     info = comfy.object_info()
     assert NODE_IDS <= set(info)
@@ -184,10 +149,10 @@ def test_a_second_run_after_unloading_all_models_gives_identical_output(comfy):
 
 
 @pytest.mark.comfyui_server
-def test_real_server_runs_our_workflow_and_serves_the_png(models):
+def test_real_server_runs_our_workflow_and_serves_the_png(comfy_models):
     from tests.conftest import ROOT
 
-    with ComfyUIServer(custom_nodes=[ROOT], extra_model_paths={"tcts_models": {"base_path": str(models),
+    with ComfyUIServer(custom_nodes=[ROOT], extra_model_paths={"tcts_models": {"base_path": str(comfy_models),
                                                                                "tcts": "."}}) as server:
         entry = server.run(txt2img())
         images = history_images(entry, "5")
