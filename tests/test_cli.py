@@ -67,3 +67,13 @@ def test_bad_arguments_exit_with_a_clear_message_and_no_output(tmp_path, args, m
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("sampler", ["purity", "uniform", "random-revoke"])
+def test_tiny_meissonic_runs_every_sampler_from_the_command_line(tmp_path, sampler):
+    from .helpers import MEISSONIC
+
+    tcts("generate", "--model", MEISSONIC, "--prompt", "a photo of a red cat", "--sampler", sampler, "--steps", 3,
+         "--cfg", 9, "--width", 64, "--height", 1024, "--out", tmp_path / "m.png", "--tokens-out", tmp_path / "m.npy")
+    assert np.load(tmp_path / "m.npy").shape == (64, 4)
+    assert Image.open(tmp_path / "m.png").size == (64, 1024)

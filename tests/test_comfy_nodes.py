@@ -81,11 +81,19 @@ def test_img2img_and_inpaint_nodes_reproduce_the_reference(comfy):
     assert torch.equal(comfy.run(prompt).output("3", 0).tokens, ref["final_tokens"])
 
 
-def test_meissonic_folder_runs_through_the_same_nodes(comfy):
-    result = comfy.run(txt2img(model="meissonic-tiny", prompt="a photo of a red cat", width=64, height=1024,
-                               cfg=9.0))
-    prompt_ref = load_case(MEISSONIC / "e2e" / "t2i_1024x64.safetensors")
-    assert result.output("3", 0).tokens.shape == prompt_ref["final_tokens"].shape
+def test_meissonic_folder_reproduces_its_reference_through_the_same_nodes(comfy):
+    prompt = txt2img(model="meissonic-tiny", prompt="a photo of a red cat", width=64, height=1024, cfg=9.0)
+    prompt["2"]["inputs"]["negative"] = "low quality, blurry"
+    ref = load_case(MEISSONIC / "e2e" / "t2i_1024x64.safetensors")
+    assert torch.equal(comfy.run(prompt).output("3", 0).tokens, ref["final_tokens"])
+
+
+@pytest.mark.parametrize("sampler,node,extra", [("uniform", "TCTSPersistentSampler", {}),
+                                                ("random-revoke", "TCTSRevocableSampler", {"repredict_visible": False})])
+def test_meissonic_runs_every_strategy_node(comfy, sampler, node, extra):
+    result = comfy.run(txt2img(sampler, node=node, extra=extra, model="meissonic-tiny", width=64, height=1024,
+                               steps=3, cfg=9.0))
+    assert result.output("4", 0).shape == (1, 1024, 64, 3)
 
 
 @pytest.mark.parametrize("change,error_type", [
