@@ -72,8 +72,7 @@ def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype
     patcher = bridge.wrap_generator(model, bridge.generator_dtype(model, dtype))
     vq_factor = int(vq.model.downscale_factor) if vq is not None else 16
     palette = bridge.codebook_palette(vq.model) if vq is not None else bridge.fallback_palette(model.codebook_size)
-    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor,
-                           default_size=int(model.config.get("sample_size", 16)) * vq_factor, vq=vq,
+    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor, vq=vq,
                            palette=palette)
 
 

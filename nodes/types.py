@@ -25,7 +25,6 @@ class GeneratorBundle:
     patcher: Any                         # comfy.model_patcher.ModelPatcher around the nn.Module
     name: str
     schedule: str = "cosine"             # the checkpoint's default mask schedule
-    default_size: int = 512
     vq_factor: int = 16
     vq: "VQBundle | None" = None         # the folder's VQ, when loaded together (for decoded previews)
     palette: torch.Tensor | None = None  # [K, 3] uint8 colours per code for cheap previews

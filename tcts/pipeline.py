@@ -178,6 +178,9 @@ class Pipeline:
 
     @property
     def default_size(self) -> int:
+        """The size the checkpoint was trained at: aMUSEd's ``sample_size`` tokens; Meissonic 1024 px."""
+        if self.family == "meissonic":
+            return 1024
         return int(self.transformer.config.get("sample_size", 16)) * self.vq_factor
 
     @classmethod
