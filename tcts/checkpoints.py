@@ -140,7 +140,14 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
                  f"shape mismatches: {short(shapes)}" if shapes else ""]
         raise CheckpointError(f"{source} does not fit the {type(model).__name__} built from its config; "
                               + "; ".join(p for p in parts if p))
-    model.load_state_dict(dict(state_dict), strict=True)
+    model.load_state_dict(dict(state_dict), strict=True, assign=True)
+
+
+def build_on_meta(model_cls: Callable[[Mapping[str, Any]], nn.Module], config: Mapping[str, Any]) -> nn.Module:
+    """Build a model without allocating or initialising weights; :func:`load_strict` then adopts the file's
+    tensors (``assign=True``), so loading needs one copy of the weights in memory, not two."""
+    with torch.device("meta"):
+        return model_cls(config)
 
 
 def _indices(state_dict: Mapping[str, Any], prefix: str) -> int:
@@ -249,9 +256,9 @@ def load_transformer(path: str | Path, *, dtype: torch.dtype = torch.float32, va
     elif family_of_config(config) and family_of_config(config) != family:
         raise CheckpointError(f"{source} holds {with_article(FAMILY_NAMES[family])} but its config describes "
                               f"{config.get('_class_name')}")
-    model = model_cls(config)
-    load_strict(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(source))
-    return model.to(dtype=dtype).eval().requires_grad_(False)
+    model = build_on_meta(model_cls, config)
+    load_strict(model, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, str(source))
+    return model.eval().requires_grad_(False)
 
 
 def load_vq(path: str | Path, *, config: Mapping[str, Any] | None = None, norm_num_groups: int | None = None):
@@ -268,9 +275,9 @@ def load_vq(path: str | Path, *, config: Mapping[str, Any] | None = None, norm_n
     expect_family(state, ("vq",), str(source))
     if config is None:
         config = vq_config_from_state_dict(state, norm_num_groups=norm_num_groups)
-    model = VQModel(config)
+    model = build_on_meta(VQModel, config)
     load_strict(model, {k: v.float() for k, v in state.items()}, str(source))
-    return model.float().eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
 
 
 def load_text_encoder(path: str | Path, tokenizer_folder: str | Path, *, dtype: torch.dtype = torch.float32):
