@@ -1,0 +1,1 @@
+"""Benchmarks (scripts, not tests): speed against the reference pipeline, sampler quality."""
