@@ -125,8 +125,11 @@ def expect_family(state_dict: Mapping[str, torch.Tensor], wanted: tuple[str, ...
     return family
 
 
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists missing/unexpected/mis-shaped keys."""
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing/unexpected/mis-shaped keys.
+
+    ``assign=True`` adopts the given tensors (for models built on the meta device) instead of copying
+    them into the model's existing parameters (which keeps the parameters' dtype and device)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -140,7 +143,7 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
                  f"shape mismatches: {short(shapes)}" if shapes else ""]
         raise CheckpointError(f"{source} does not fit the {type(model).__name__} built from its config; "
                               + "; ".join(p for p in parts if p))
-    model.load_state_dict(dict(state_dict), strict=True, assign=True)
+    model.load_state_dict(dict(state_dict), strict=True, assign=assign)
 
 
 def build_on_meta(model_cls: Callable[[Mapping[str, Any]], nn.Module], config: Mapping[str, Any]) -> nn.Module:
@@ -257,7 +260,8 @@ def load_transformer(path: str | Path, *, dtype: torch.dtype = torch.float32, va
         raise CheckpointError(f"{source} holds {with_article(FAMILY_NAMES[family])} but its config describes "
                               f"{config.get('_class_name')}")
     model = build_on_meta(model_cls, config)
-    load_strict(model, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, str(source))
+    load_strict(model, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}, str(source),
+                assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -276,7 +280,7 @@ def load_vq(path: str | Path, *, config: Mapping[str, Any] | None = None, norm_n
     if config is None:
         config = vq_config_from_state_dict(state, norm_num_groups=norm_num_groups)
     model = build_on_meta(VQModel, config)
-    load_strict(model, {k: v.float() for k, v in state.items()}, str(source))
+    load_strict(model, {k: v.float() for k, v in state.items()}, str(source), assign=True)
     return model.eval().requires_grad_(False)
 
 
