@@ -335,6 +335,10 @@ class JointAttention(nn.Module):
     sequence ``[text; image]``, RoPE on q and k, SDPA (scale ``head_dim^-0.5``, no mask), then
     ``to_out.0`` on the image part and ``to_add_out`` on the text part; returns ``(image, text)``.
     Single blocks (``joint=False``): no text inputs and no output projection (``pre_only``).
+
+    ``observer`` (set by ``tcts.attention.capture_attention``) is called as ``observer(q, k)`` with the
+    joint queries and keys ``[B, heads, L + N, head_dim]`` (text first, after qk-norm and RoPE); the
+    output always comes from SDPA, so capturing never changes the logits.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, joint: bool) -> None:
@@ -354,6 +358,7 @@ class JointAttention(nn.Module):
             self.norm_added_k = RMSNorm(head_dim, NORM_EPS)
             self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
             self.to_add_out = nn.Linear(inner, dim)
+        self.observer = None
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -370,6 +375,8 @@ class JointAttention(nn.Module):
             q = apply_rope(q, *image_rotary_emb)
             k = apply_rope(k, *image_rotary_emb)
         out = merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)).to(q.dtype)
+        if self.observer is not None:
+            self.observer(q, k)
         if encoder_hidden_states is None:
             return out
         text_len = encoder_hidden_states.shape[1]

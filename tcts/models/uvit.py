@@ -43,9 +43,10 @@ UVIT_DEFAULTS: dict[str, Any] = {
 class Attention(nn.Module):
     """Multi-head attention with diffusers ``Attention`` key names (``to_q/to_k/to_v/to_out.0``).
 
-    ``context`` is None for self-attention. ``observer`` (set by the attention-capture machinery)
-    is called with the attention probabilities when present; the output is then computed from
-    those same probabilities, otherwise fused SDPA is used (diffusers ``AttnProcessor2_0``).
+    ``context`` is None for self-attention. ``observer`` (set by ``tcts.attention.capture_attention``)
+    is called as ``observer(q, k)`` with the per-head queries and keys ``[B, heads, S, head_dim]``
+    when present; it computes whatever probabilities it needs from them. The output always comes
+    from fused SDPA (diffusers ``AttnProcessor2_0``), so capturing never changes the logits.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
@@ -64,12 +65,9 @@ class Attention(nn.Module):
         q = split_heads(self.to_q(x), self.heads)
         k = split_heads(self.to_k(source), self.heads)
         v = split_heads(self.to_v(source), self.heads)
-        if self.observer is None:
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:
-            probs = torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
-            self.observer(probs)
-            out = probs @ v
+        out = F.scaled_dot_product_attention(q, k, v)
+        if self.observer is not None:
+            self.observer(q, k)
         return self.to_out[0](merge_heads(out).to(q.dtype))
 
 

@@ -8,3 +8,6 @@ __all__ = [
     "RandomRevoke", "Selection", "SelectionRule", "StepState", "Uniform", "make_rule", "SCHEDULES",
     "choice_temperatures", "mask_ratio", "tokens_to_mask",
 ]
+
+from ..selector import rule as _tcts_rule  # noqa: E402,F401  (registers the learned "tcts" rule in RULES)
+from . import fas as _fas_rules  # noqa: E402,F401  (registers "fas" and "tcts-fas" in RULES)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from ..attention import requested_attention, step_capture
 from .rules import Selection, SelectionRule, StepState
 from .schedules import SCHEDULES, choice_temperatures, tokens_to_mask
 
@@ -131,8 +132,11 @@ def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, s
     temperatures = choice_temperatures(steps, *choice_temperature)
     flat = tokens.reshape(b, -1)
     n = flat.shape[1]
+    memory = dict(extras or {})  # one dict per run: rules may keep run state here (FAS groups)
     for step in range(start_step, steps):
-        logits = guided_logits(model, flat.view(b, h, w), cond, cfg, steps - 1 - step)
+        request = requested_attention(rule, step, steps, memory) if step < steps - 1 else None
+        with step_capture(model, request, batch=b) as captured:  # only this forward, conditional rows
+            logits = guided_logits(model, flat.view(b, h, w), cond, cfg, steps - 1 - step)
         logits = logits.reshape(b, logits.shape[1], n).permute(0, 2, 1)
         if not torch.isfinite(logits).all():
             raise NonFiniteLogitsError(
@@ -157,9 +161,12 @@ def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, s
                 fixed=fixed, mask_count=tokens_to_mask(schedule, step, steps, n, maskable.cpu(),
                                                        starting_mask_ratio),
                 choice_temperature=temperatures[step],
-                generators=generators, grid=(h, w), condition=cond, extras=extras or {})
+                generators=generators, grid=(h, w), condition=cond, extras=memory,
+                attention=None if captured is None else captured.result())
             selection = rule.select(state)
             flat = torch.where(selection.keep | fixed, proposal, mask_id)
+            if selection.fix is not None:  # persistent picks (FAS LOW group) stay fixed from now on
+                fixed = fixed | selection.fix.to(fixed.device)
         if callback is not None:
             callback(StepReport(
                 step=step, steps=steps, tokens=flat.view(b, h, w), proposal=proposal.view(b, h, w),

@@ -32,7 +32,8 @@ class StepState:
     grid: tuple[int, int]           # token grid (h, w)
     condition: Any = None           # the run's Conditioning (text states for learned selectors)
     attention: Any = None           # captured attention of this step's forward (rules with needs_attention)
-    extras: dict[str, Any] = field(default_factory=dict)  # anything else a caller passes to the loop
+    extras: dict[str, Any] = field(default_factory=dict)  # a caller's extras; one dict per run, so rules
+                                                          #   may keep run state here under their own key
 
     @property
     def progress(self) -> float:
@@ -43,6 +44,7 @@ class StepState:
 class Selection:
     keep: torch.Tensor              # [B, N] bool: keep the proposal here
     scores: torch.Tensor | None = None  # [B, N] the rule's per-token keep-score (for previews/analysis)
+    fix: torch.Tensor | None = None     # [B, N] bool: kept positions that become fixed from now on (FAS)
 
 
 class SelectionRule(Protocol):
