@@ -1,0 +1,99 @@
+"""The ``tcts`` selection rule: keep the tokens a learned selector believes are right (Lee et al. 2023, §2.5
+of method.md; prototype ``VQ_Critic.inference_generate_sample_with_condition``).
+
+Per step (the loop has already drawn the proposal x̂ and, as for every revocable rule, copied the visible
+tokens into it, ``x̂ = where(x == M, x̂, x)``):
+
+1. ``q = S(x̂, text, t)``: the selector's P(changed) for every position, with ``t`` = the sampling progress
+   *after* this step, ``(step + 1) / steps`` (the prototype feeds ``t_{i+1}`` at inference; training feeds
+   the same progress value for a map masked as it is before step ``step``, see ``tcts/train``);
+2. optional selector guidance ``w``: ``q = q_null + w·(q_cond − q_null)`` with the selector's learned null
+   prompt (``w = 1``, the default, runs only the conditional pass);
+3. keep-score ``s = 1 − q`` plus annealed noise ``α·(1 − progress)·U(0, 1)`` (``α`` = ``noise``; the
+   uniform draws come from the per-image CPU generators, after the loop's multinomial draw);
+4. keep ``n`` of the editable positions (fixed positions always stay): ``topk`` re-masks the
+   ``state.mask_count`` lowest scores (:func:`keep_all_but_lowest` semantics); ``multinomial`` draws the kept
+   set without replacement with probability ∝ ``max(s, 0) + 1e-6`` (prototype's other scripts).
+
+Revocable: every step re-chooses the kept set over *all* editable positions, so an earlier token the
+selector now distrusts is re-masked and resampled.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..sampling.rules import RULES, Selection, StepState, keep_all_but_lowest, uniform_noise
+from .model import TokenSelector, check_selector_matches
+
+CHOICES = ("topk", "multinomial")
+
+
+class TCTS:
+    """Text-conditioned token selection (revocable) with a trained :class:`TokenSelector`.
+
+    ``guidance`` (w): selector guidance scale, 1 = off. ``noise`` (α): annealed uniform noise on the keep-
+    score. ``choice``: ``topk`` (deterministic given the scores) or ``multinomial``. ``repredict_visible``:
+    as for random-revoke (False copies visible tokens into the proposal, right for aMUSEd/Meissonic).
+    """
+
+    name = "tcts"
+    revocable = True
+    needs_attention = False
+
+    def __init__(self, selector: TokenSelector, guidance: float = 1.0, noise: float = 0.0, choice: str = "topk",
+                 repredict_visible: bool = False) -> None:
+        if not isinstance(selector, TokenSelector):
+            raise TypeError(f"the tcts sampler needs a TokenSelector (load one with tcts.selector.load_selector); "
+                            f"got {type(selector).__name__}")
+        if choice not in CHOICES:
+            raise ValueError(f"selector choice {choice!r} is unknown; expected one of {', '.join(CHOICES)}")
+        for what, value in (("selector guidance", guidance), ("selector noise", noise)):
+            if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+                raise ValueError(f"{what} must be a finite number, got {value!r}")
+        if noise < 0:
+            raise ValueError(f"selector noise must be >= 0, got {noise!r}")
+        self.selector = selector
+        self.guidance = float(guidance)
+        self.noise = float(noise)
+        self.choice = choice
+        self.repredict_visible = repredict_visible
+
+    def prob_changed(self, state: StepState) -> torch.Tensor:
+        """The (guided) selector's P(changed) ``[B, N]`` for this step's proposal, on the proposal's device."""
+        cond = state.condition
+        if cond is None:
+            raise ValueError("the tcts sampler needs the run's text condition (StepState.condition)")
+        check_selector_matches(self.selector, codebook_size=int(state.probs.shape[-1]),
+                               text_hidden_size=int(cond.hidden_states.shape[-1]))
+        b = state.proposal.shape[0]
+        device = self.selector.weight_device()
+        tokens = state.proposal.reshape(b, *state.grid).to(device)
+        text = cond.hidden_states.to(device)
+        q = self.selector.prob_changed(tokens, text, state.progress, guidance=self.guidance)
+        return q.reshape(b, -1).to(state.proposal.device)
+
+    def select(self, state: StepState) -> Selection:
+        scores = 1.0 - self.prob_changed(state)
+        if self.noise > 0:
+            u = uniform_noise(tuple(scores.shape), state.generators).to(scores.device)
+            scores = scores + self.noise * (1.0 - state.progress) * u
+        if self.choice == "topk":
+            ranked = torch.where(state.fixed, torch.inf, scores)
+            return Selection(keep=keep_all_but_lowest(ranked, state.mask_count), scores=scores)
+        return Selection(keep=self.multinomial_keep(scores, state), scores=scores)
+
+    @staticmethod
+    def multinomial_keep(scores: torch.Tensor, state: StepState) -> torch.Tensor:
+        """Keep ``editable − mask_count`` editable positions drawn ∝ ``max(score, 0) + 1e-6`` (no replacement)."""
+        weights = (scores.float().clamp_min(0) + 1e-6).masked_fill(state.fixed, 0).cpu()
+        editable = (~state.fixed).sum(dim=-1).cpu()
+        count = state.mask_count.reshape(-1).long().cpu()
+        keep = state.fixed.clone().cpu()
+        for row, (w, g) in enumerate(zip(weights, state.generators)):
+            n_keep = int(editable[row] - count[row])
+            if n_keep > 0:
+                keep[row, torch.multinomial(w, n_keep, replacement=False, generator=g)] = True
+        return keep.to(scores.device)
+
+
+RULES["tcts"] = TCTS
