@@ -69,6 +69,8 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repredict-visible", action="store_true",
                    help="revocable samplers: re-predict visible tokens instead of copying them "
                         "(only for generators trained on all positions)")
+    from .selector.cli import add_selector_arguments
+    add_selector_arguments(p)
     p.add_argument("--init-image", type=Path, default=None, help="start image for img2img / inpaint")
     p.add_argument("--strength", type=float, default=None, help="img2img strength (default 0.5; inpaint 1.0)")
     p.add_argument("--strength-mode", default="reference", choices=("reference", "full"),
@@ -79,6 +81,8 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="save the final token grid as .npy (int64 [H/16, W/16]; [B, ...] for batches)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer dtype (VQ stays fp32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    from .cli_attention import add_attention_arguments, add_fas_arguments
+    add_fas_arguments(p), add_attention_arguments(p)
     p.set_defaults(func=run_generate)
 
 
@@ -101,6 +105,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: output folder {args.out.parent} does not exist")
     if args.mask is not None and args.init_image is None:
         raise SystemExit("error: --mask needs --init-image (the picture to inpaint)")
+    from .selector.cli import selector_rule_options  # loads --selector (fails fast, before the model)
+    selector_options = selector_rule_options(args, None, dtype=DTYPES[args.dtype], device=args.device)
     pipe = Pipeline.from_folder(model_path, dtype=DTYPES[args.dtype])
     pipe.transformer.to(args.device)
     pipe.vq.to(args.device)
@@ -108,6 +114,9 @@ def run_generate(args: argparse.Namespace) -> int:
     init = load_image(args.init_image) if args.init_image else None
     mask = load_mask(args.mask) if args.mask else None
     options = {"repredict_visible": True} if args.repredict_visible else {}
+    options.update(selector_options)
+    from .cli_attention import check_attention_args, fas_rule_options, write_generation_maps
+    options.update(fas_rule_options(args)), check_attention_args(args, pipe)
     result = pipe.generate(
         args.prompt, args.negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
         width=args.width, height=args.height, batch_size=args.batch_size, schedule=args.schedule,
@@ -120,6 +129,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.tokens_out is not None:
         tokens = result.tokens.cpu().numpy().astype(np.int64)
         save_npy_atomic(tokens[0] if args.batch_size == 1 else tokens, args.tokens_out)
+    if args.attention_out is not None:
+        paths += write_generation_maps(pipe, [args.prompt], result, args.attention_out, args.attention_word)
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -129,12 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(aMUSEd, Meissonic) with TCTS / FAS samplers")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(sub)
+    from .train.cli import add_train_selector_parser
+    add_train_selector_parser(sub)
+    from .cli_attention import add_edit_parser
+    add_edit_parser(sub)
+    bench = sub.add_parser("bench-speed", add_help=False,
+                           help="time and memory against diffusers' AmusedPipeline (see --help)")
+    bench.set_defaults(func=None)  # forwarded whole to tcts.bench.speed in main()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench-speed"]:
+        from .bench.speed import main as bench_main
+
+        return bench_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
