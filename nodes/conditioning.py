@@ -31,13 +31,28 @@ def text_condition_from_comfy(conditioning: list, what: str, hidden_size: int, p
                          texts=list(extra.get("tcts_text", [])))
 
 
+def token_piece_strings(clip, chunk: list) -> list[str]:
+    """BPE piece strings of a token chunk (``"cat</w>"``; ``""`` for embeddings), via the tokenizer's
+    ``untokenize``: the attention-map and edit nodes find a word's columns from them."""
+    pieces = []
+    for t in chunk:
+        token = t[0] if isinstance(t, (tuple, list)) else t
+        try:
+            pieces.append(str(clip.tokenizer.untokenize([(int(token), 1.0)])[0][1]))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            pieces.append("")
+    return pieces
+
+
 def encode_with_ids(clip, text: str) -> list:
-    """Encode like CLIPTextEncode, and also record the prompt and its token ids (first chunk)."""
+    """Encode like CLIPTextEncode, and also record the prompt, its token ids and BPE pieces (first chunk)."""
     tokens = clip.tokenize(text)
     conditioning = clip.encode_from_tokens_scheduled(tokens)
     chunk = next(iter(tokens.values()))[0]
     ids = torch.tensor([[t[0] if isinstance(t, (tuple, list)) else t for t in chunk]], dtype=torch.long)
-    return [[c, {**d, "tcts_text": [text], "tcts_token_ids": ids}] for c, d in conditioning]
+    pieces = [token_piece_strings(clip, chunk)]
+    return [[c, {**d, "tcts_text": [text], "tcts_token_ids": ids, "tcts_token_pieces": pieces}]
+            for c, d in conditioning]
 
 
 class TextEncode(io.ComfyNode):

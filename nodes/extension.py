@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import conditioning, loaders, samplers, tokens
+from . import conditioning, loaders, samplers, selector, tokens
+from . import attention, editing, fas  # FAS sampler, attention maps, mask-free edit
 
 
 class TCTSExtension(ComfyExtension):
@@ -11,4 +12,5 @@ class TCTSExtension(ComfyExtension):
         loaders.register_model_folders()
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*loaders.NODES, *conditioning.NODES, *samplers.NODES, *tokens.NODES]
+        return [*loaders.NODES, *conditioning.NODES, *samplers.NODES, *tokens.NODES, *selector.NODES,
+                *fas.NODES, *attention.NODES, *editing.NODES]

@@ -5,7 +5,7 @@ packs the tokens; img2img (start tokens + strength) and inpaint (start tokens + 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import comfy.model_management as mm
 import torch
@@ -20,6 +20,7 @@ from .conditioning import text_condition_from_comfy
 from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 PREVIEWS = ["colours", "decode", "none"]
+MODEL_SCHEDULE = "model default"
 
 
 def common_inputs() -> list:
@@ -37,8 +38,9 @@ def common_inputs() -> list:
         io.Float.Input("cfg", default=10.0, min=0.0, max=50.0, step=0.1,
                        tooltip="classifier-free guidance in logit space; 1 disables the negative pass"),
         io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-        io.Combo.Input("schedule", options=list(SCHEDULES), default="cosine",
-                       tooltip="how many tokens stay masked after each step (the reference inpaint uses linear)"),
+        io.Combo.Input("schedule", options=[*SCHEDULES, MODEL_SCHEDULE], default="cosine",
+                       tooltip="how many tokens stay masked after each step; 'model default' = the checkpoint's "
+                               "scheduler config (the reference inpaint uses linear)"),
         io.Float.Input("choice_temperature", default=2.0, min=0.0, max=20.0, step=0.1,
                        tooltip="start of the annealed (to 0) noise on the choice of positions"),
         io.Float.Input("temperature", default=1.0, min=0.01, max=10.0, step=0.01,
@@ -60,8 +62,10 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
                 height: int, batch_size: int, steps: int, cfg: float, seed: int, schedule: str,
                 choice_temperature: float, temperature: float, preview: str = "colours",
                 start_tokens: TokenGrid | None = None, mask: torch.Tensor | None = None, strength: float = 0.5,
-                strength_mode: str = "reference") -> TokenGrid:
+                strength_mode: str = "reference", extra_patchers: Sequence[Any] = ()) -> TokenGrid:
     generator = model.model
+    if schedule == MODEL_SCHEDULE:
+        schedule = model.schedule
     pos = text_condition_from_comfy(positive, "positive", generator.text_hidden_size, generator.pooled_size)
     neg = None
     if cfg != 1.0:
@@ -88,6 +92,9 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
         encoded = start_tokens.tokens.to(torch.long).cpu().expand(batch_size, *grid)
         if mask is not None:
             pixel_mask = mask if mask.ndim == 3 else mask[None]
+            if not (pixel_mask > 0).any():
+                raise ValueError("inpaint mask is empty: nothing to regenerate. Paint one with Open in MaskEditor "
+                                 "(LoadImage: transparent = regenerate) or connect a MASK with 1 where to repaint")
             if tuple(pixel_mask.shape[1:]) != (height, width):
                 raise ValueError(f"mask is {pixel_mask.shape[2]}x{pixel_mask.shape[1]} px but the image is "
                                  f"{width}x{height}; give a mask of the image's size")
@@ -97,7 +104,8 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
             start_step = img2img_start(steps, strength, strength_mode)
             start = noise_for_img2img(encoded, steps, start_step, schedule, mask_id, generators, strength_mode)
     cond = text_condition(pos, neg, width, height, batch_size)
-    patchers = [model.patcher] + ([model.vq.patcher] if preview == "decode" and model.vq is not None else [])
+    patchers = [model.patcher, *extra_patchers]  # e.g. a TCTS selector, loaded together with the generator
+    patchers += [model.vq.patcher] if preview == "decode" and model.vq is not None else []
     bridge.load_for_use(*patchers)
     decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
     callback = bridge.progress_callback(steps, preview, mask_id, model.palette, decode)

@@ -211,7 +211,7 @@ NODE_CASES = [
          node_prompt(lambda p: mask_of(p, 96, 128))),
     Case("node-mask-wrong-size", "node", "mask is 32x32 px but the image is 96x128",
          node_prompt(lambda p: (start_tokens(p), mask_of(p, 32, 32)))),
-    Case("node-empty-mask", "node", "inpaint mask is empty",
+    Case("node-empty-mask", "node", "inpaint mask is empty: nothing to regenerate. Paint one with Open in MaskEditor",
          node_prompt(lambda p: (start_tokens(p), mask_of(p, 96, 128), p["10"]["inputs"].update(value=0.0)))),
     Case("node-vq-encode-odd-size", "node", "H and W multiples of 16",
          node_prompt(lambda p: start_tokens(p, "tcts_catalogue_odd.png"))),

@@ -168,3 +168,9 @@ def test_real_server_runs_our_workflow_and_serves_the_png(comfy_models):
         png = server.view(images[0]["filename"], images[0].get("subfolder", ""), images[0].get("type", "output"))
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert Image.open(_io.BytesIO(png)).size == (96, 128)
+
+
+def test_model_default_schedule_uses_the_checkpoints_scheduler_config(comfy):
+    default = comfy.run(txt2img(schedule="model default")).output("3", 0).tokens
+    cosine = comfy.run(txt2img(schedule="cosine")).output("3", 0).tokens  # the fixture's scheduler says cosine
+    assert torch.equal(default, cosine)

@@ -1,0 +1,103 @@
+"""Mask-free Edit: change the object named by a word, keep every other token exactly (method.md §4)."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..tcts.attention import to_pixels
+from ..tcts.editing import STRATEGIES, THRESHOLDS, RegionOptions, mask_free_edit, resolve_strategy
+from ..tcts.pipeline import decode_tokens, make_generators, text_condition
+from ..tcts.sampling import SCHEDULES
+from ..tcts.selector import check_selector_matches
+from . import bridge
+from .attention import check_tokens, word_columns_from_comfy
+from .conditioning import text_condition_from_comfy
+from .samplers import PREVIEWS
+from .selector import SelectorBundle, SelectorType
+from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
+
+
+class TCTSMaskFreeEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSMaskFreeEdit", display_name="Mask-free Edit", category=ROOT_CATEGORY,
+            description="Edits an image without a hand-drawn mask: the cross-attention of a word of the source "
+                        "prompt marks the region of that object; tokens outside it stay exactly the source tokens, "
+                        "tokens inside are regenerated with the target prompt (TCTS when a selector is connected, "
+                        "else random-revoke).",
+            inputs=[
+                ModelType.Input("model"),
+                TokensType.Input("source_tokens", tooltip="the image to edit: VQ Encode output or a sampler output"),
+                io.Conditioning.Input("source", tooltip="a prompt describing the source image (Masked Generative "
+                                                        "Text Encode: the word is looked up in it)"),
+                io.Conditioning.Input("target", tooltip="the prompt of the edited image"),
+                io.Conditioning.Input("negative", tooltip="negative prompt for classifier-free guidance"),
+                io.String.Input("word", default="", tooltip="the word (or phrase) of the source prompt to change"),
+                io.Combo.Input("strategy", options=list(STRATEGIES), default="auto",
+                               tooltip="sampler inside the region; auto = tcts with a selector, else random-revoke"),
+                io.Int.Input("steps", default=12, min=1, max=200),
+                io.Float.Input("cfg", default=10.0, min=0.0, max=50.0, step=0.1),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Combo.Input("schedule", options=list(SCHEDULES), default="linear",
+                               tooltip="mask schedule over the region (linear, like the reference inpaint)"),
+                io.Float.Input("choice_temperature", default=2.0, min=0.0, max=20.0, step=0.1),
+                io.Float.Input("temperature", default=1.0, min=0.01, max=10.0, step=0.01),
+                io.Combo.Input("threshold", options=list(THRESHOLDS), default="mean_std",
+                               tooltip="mean_std: map > mean + k·std; top_q: the strongest top_q fraction"),
+                io.Float.Input("k", default=0.0, min=-10.0, max=10.0, step=0.1),
+                io.Float.Input("top_q", default=0.2, min=0.01, max=1.0, step=0.01),
+                io.Boolean.Input("blur", default=True, tooltip="3x3 blur of the normalised map before thresholding"),
+                io.Int.Input("dilate", default=0, min=0, max=16, tooltip="grow the region by this many tokens"),
+                io.String.Input("region_layers", default="", tooltip="cross-attention layers (empty: all)"),
+                io.Combo.Input("preview", options=PREVIEWS, default="colours"),
+                SelectorType.Input("selector", optional=True, tooltip="Load Token Selector: TCTS inside the region"),
+            ],
+            outputs=[TokensType.Output(display_name="tokens"), io.Mask.Output(display_name="region")])
+
+    @classmethod
+    def execute(cls, model: GeneratorBundle, source_tokens: TokenGrid, source, target, negative, word: str,
+                strategy: str, steps: int, cfg: float, seed: int, schedule: str, choice_temperature: float,
+                temperature: float, threshold: str, k: float, top_q: float, blur: bool, dilate: int,
+                region_layers: str, preview: str = "colours", selector: SelectorBundle | None = None) -> io.NodeOutput:
+        generator = model.model
+        grid = check_tokens(source_tokens, model)
+        b = grid.shape[0]
+        width, height = source_tokens.width, source_tokens.height
+        hidden, pooled = generator.text_hidden_size, generator.pooled_size
+        src = text_condition_from_comfy(source, "source", hidden, pooled)
+        tgt = text_condition_from_comfy(target, "target", hidden, pooled)
+        neg = text_condition_from_comfy(negative, "negative", hidden, pooled) if cfg != 1.0 else None
+        if not word.strip():
+            raise ValueError("word is empty: name the word of the source prompt whose object to change")
+        columns = word_columns_from_comfy(source, word, "source")
+        options, patchers = {}, [model.patcher]
+        if selector is not None:
+            check_selector_matches(selector.model, generator, source=f"selector {selector.name}")
+            options["selector"] = selector.model
+            patchers.append(selector.patcher)
+        strategy = resolve_strategy(strategy, options)
+        if selector is not None and strategy not in ("tcts", "tcts-fas"):
+            options.pop("selector")
+        region = RegionOptions(threshold=threshold, k=k, top_q=top_q, blur=blur, dilate=dilate,
+                               layers=region_layers.strip() or None)
+        mask_id = generator.vocab_size - 1
+        if preview == "decode" and model.vq is not None:
+            patchers.append(model.vq.patcher)
+        bridge.load_for_use(*patchers)
+        decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
+        callback = bridge.progress_callback(steps, preview, mask_id, model.palette, decode)
+        device = next(generator.parameters()).device
+        result = mask_free_edit(generator, grid.to(device), text_condition(src, None, width, height, b),
+                                text_condition(tgt, neg, width, height, b), columns,
+                                generators=make_generators(seed, b), strategy=strategy, rule_options=options,
+                                steps=steps, cfg=cfg, schedule=schedule, choice_temperature=(choice_temperature, 0.0),
+                                sampling_temperature=temperature, region=region, callback=callback)
+        tokens = TokenGrid(tokens=bridge.to_output(result.tokens), codebook_size=int(generator.codebook_size),
+                           width=width, height=height, family=model.family,
+                           extras={"mask_id": mask_id, "prompt": tgt.texts, "sampler": f"edit/{strategy}",
+                                   "seed": seed})
+        mask = to_pixels(result.region.float().cpu(), (height, width))
+        return io.NodeOutput(tokens, bridge.to_output(mask))
+
+
+NODES = [TCTSMaskFreeEdit]

@@ -1,0 +1,129 @@
+"""TCTS nodes: load a trained token selector, and sample with it (the learned revocable sampler).
+
+A selector is a folder with ``config.json`` + ``model.safetensors`` (what ``python -m tcts train-selector``
+writes to ``OUT/selector``) under ``models/tcts_selectors/`` (or any path ``extra_model_paths.yaml`` adds
+for ``tcts_selectors``). It runs under ComfyUI's model manager (a ModelPatcher) like the generator.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..tcts.selector import check_selector_matches, is_selector_folder, load_selector
+from ..tcts.selector.rule import CHOICES
+from . import bridge
+from .samplers import common_inputs, run_sampler
+from .types import ROOT_CATEGORY, GeneratorBundle, TokensType
+
+SELECTORS_FOLDER = "tcts_selectors"
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+SelectorType = io.Custom("TCTS_SELECTOR")
+
+
+@dataclass
+class SelectorBundle:
+    """TCTS_SELECTOR: a token selector under ComfyUI's model manager."""
+
+    patcher: Any                         # comfy.model_patcher.ModelPatcher around the TokenSelector
+    name: str
+
+    @property
+    def model(self):
+        return self.patcher.model
+
+
+def register_selector_folder() -> None:
+    """Register ``models/tcts_selectors``, keeping paths that ``extra_model_paths.yaml`` already added."""
+    paths, exts = folder_paths.folder_names_and_paths.get(SELECTORS_FOLDER, ([], set()))
+    default = str(Path(folder_paths.models_dir) / SELECTORS_FOLDER)
+    if default not in paths:
+        paths = [*paths, default]
+    folder_paths.folder_names_and_paths[SELECTORS_FOLDER] = (list(paths), set(exts) or {".safetensors"})
+
+
+def selector_folders() -> dict[str, Path]:
+    """Name -> path of every selector folder (``config.json`` + ``model.safetensors``) in the model paths."""
+    register_selector_folder()
+    found: dict[str, Path] = {}
+    for base in folder_paths.get_folder_paths(SELECTORS_FOLDER):
+        base_path = Path(base)
+        if not base_path.is_dir():
+            continue
+        for child in sorted(base_path.iterdir()):
+            if child.is_dir() and is_selector_folder(child):
+                found.setdefault(child.name, child)
+    return found
+
+
+def resolve_selector(name: str) -> Path:
+    """A listed selector by name; anything else (paths, ``../`` tricks) is refused."""
+    folders = selector_folders()
+    if name not in folders:
+        listed = ", ".join(sorted(folders)) or "none"
+        raise ValueError(f"selector {name!r} is not among the installed selectors ({listed}); put selector folders "
+                         f"(config.json + model.safetensors, from train-selector) under models/{SELECTORS_FOLDER}")
+    return folders[name]
+
+
+register_selector_folder()
+
+
+class LoadSelector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSLoadSelector", display_name="Load Token Selector", category=f"{ROOT_CATEGORY}/loaders",
+            description="Loads a trained TCTS token selector (a folder with config.json + model.safetensors from "
+                        "`python -m tcts train-selector`) from models/tcts_selectors. A selector is trained for one "
+                        "generator: its codebook size and text width must match the model it samples with.",
+            inputs=[
+                io.Combo.Input("selector_name", options=sorted(selector_folders()),
+                               tooltip="a selector folder under models/tcts_selectors"),
+                io.Combo.Input("dtype", options=DTYPES, default="auto",
+                               tooltip="auto = fp32 on CPU, what ComfyUI picks for diffusion models on GPU"),
+            ],
+            outputs=[SelectorType.Output(display_name="selector")])
+
+    @classmethod
+    def execute(cls, selector_name: str, dtype: str = "auto") -> io.NodeOutput:
+        model = load_selector(resolve_selector(selector_name))
+        patcher = bridge.wrap_generator(model, bridge.generator_dtype(model, dtype))
+        return io.NodeOutput(SelectorBundle(patcher=patcher, name=selector_name))
+
+
+class TCTSSelectorSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="TCTSSelectorSampler", display_name="TCTS Sampler", category=f"{ROOT_CATEGORY}/samplers",
+            description="Text-conditioned token selection (Lee et al. 2023): every step a trained selector scores "
+                        "the whole proposed token map against the prompt and the most trustworthy tokens are kept; "
+                        "the rest, including earlier tokens it now distrusts, are re-masked (revocable).",
+            inputs=[
+                SelectorType.Input("selector", tooltip="from Load Token Selector (trained for this model)"),
+                io.Float.Input("selector_guidance", default=1.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="selector guidance w: p_null + w·(p_cond − p_null); 1 = off (one selector pass)"),
+                io.Float.Input("selector_noise", default=0.0, min=0.0, max=10.0, step=0.05,
+                               tooltip="annealed noise α on the keep-score: α·(1 − progress)·U(0, 1)"),
+                io.Combo.Input("selector_choice", options=list(CHOICES), default="topk",
+                               tooltip="topk: keep the best-scored tokens; multinomial: draw the kept set by score"),
+                *common_inputs(),
+            ],
+            outputs=[TokensType.Output(display_name="tokens")])
+
+    @classmethod
+    def execute(cls, selector: SelectorBundle, selector_guidance: float, selector_noise: float,
+                selector_choice: str, model: GeneratorBundle, **kwargs) -> io.NodeOutput:
+        if selector is None:
+            raise ValueError("selector input is missing: connect a Load Token Selector")
+        check_selector_matches(selector.model, model.model, source=f"selector {selector.name}")
+        options = {"selector": selector.model, "guidance": selector_guidance, "noise": selector_noise,
+                   "choice": selector_choice}
+        return io.NodeOutput(run_sampler("tcts", options, model=model, extra_patchers=[selector.patcher], **kwargs))
+
+
+NODES = [LoadSelector, TCTSSelectorSampler]
