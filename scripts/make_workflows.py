@@ -1,0 +1,573 @@
+"""Build the example workflows in ``workflows/`` (ComfyUI UI format, ``"version": 0.4``).
+
+Maintainer tool. Each workflow is described below in a few lines (nodes, the values of the inputs that
+differ from the node's default, links); the UI JSON is laid out from the **node registry** of a real
+ComfyUI with this pack loaded (the same ``object_info`` the frontend reads), so ``widgets_values`` always
+follow the nodes' current widget order (required then optional, a seed's ``control_after_generate``
+value right after it, LoadImage's upload value), socket lists and slot indices follow the nodes' inputs
+and outputs, and an unknown input name, a missing required link or an out-of-range value is an error.
+
+Commands (from the repository root; ComfyUI is the test harness's tree, see ``tests/support/comfyui.py``,
+set up by ``bash scripts/test.sh`` or ``.venv/bin/python -m tests.support.comfyui setup``)::
+
+    .venv/bin/python scripts/make_workflows.py                # (re)write workflows/*.json
+    .venv/bin/python scripts/make_workflows.py --check        # exit 1 if a committed file is out of date
+    .venv/bin/python scripts/make_workflows.py --inputs DIR   # only write the example input images into DIR
+                                                              # (e.g. ComfyUI/input): tcts_example.png and
+                                                              # tcts_example_inpaint.png (alpha = mask);
+                                                              # needs just Pillow (any Python, e.g. ComfyUI's)
+
+``tests/test_workflows.py`` runs the same builder against the test session's registry and fails when a
+committed file differs from what this script would write, then executes every workflow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS_DIR = ROOT / "workflows"
+
+#: the bundled demo model folder (models/tcts/shapes-demo): 128x128 px images, 8x8 tokens
+MODEL = "shapes-demo"
+PROMPT = "a large red circle left of a small blue triangle on a striped background"
+NEGATIVE = ""
+INPUT_IMAGE = "tcts_example.png"
+INPAINT_IMAGE = "tcts_example_inpaint.png"
+UPSCALE_MODEL = "2x_upscaler.safetensors"
+#: sampler settings of the demo workflows (the shapes study found cfg ~2 best and 8 steps enough)
+SAMPLER_SETTINGS = dict(width=128, height=128, batch_size=1, steps=8, cfg=2.0, seed=(42, "fixed"),
+                        schedule="cosine", choice_temperature=2.0, temperature=1.0, preview="colours")
+
+#: values of a combo/text widget the frontend never sends to the backend
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+#: frontend-only nodes (not in the registry)
+FRONTEND_NODES = {"MarkdownNote": ["text"], "Note": ["text"]}
+#: combos whose options are files on the user's machine: their values are not checked here
+FILE_COMBOS = frozenset({"model_name", "image", "transformer_name", "vq_name", "clip_name"})
+PACK_NODE_PREFIX = "TCTS"
+PACK_REGISTRY_ID = "tcts"          # pyproject [project] name (Comfy Registry id)
+NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}
+
+
+class WorkflowSpecError(ValueError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# compact description
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Out:
+    """An output socket, named by its output name (e.g. ``"clip"``) or its type (e.g. ``"IMAGE"``)."""
+
+    node: "Node"
+    name: str
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[float, float]
+    values: dict[str, Any]
+    size: tuple[float, float] | None = None
+    title: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def out(self, name: str) -> Out:
+        return Out(self, name)
+
+
+@dataclass
+class Graph:
+    name: str
+    nodes: list[Node] = field(default_factory=list)
+    groups: list[tuple[str, list[Node], str]] = field(default_factory=list)
+
+    def node(self, type: str, pos: tuple[float, float], *, size=None, title=None, **values) -> Node:
+        n = Node(len(self.nodes) + 1, type, pos, values, size, title)
+        self.nodes.append(n)
+        return n
+
+    def note(self, text: str, pos: tuple[float, float], size=(380, 200), title="About this workflow") -> Node:
+        n = self.node("MarkdownNote", pos, size=size, title=title, text=text)
+        n.extra.update(NOTE_COLORS)
+        return n
+
+    def group(self, title: str, nodes: list[Node], color: str = "#3f789e") -> None:
+        self.groups.append((title, nodes, color))
+
+
+# ---------------------------------------------------------------------------------------------
+# the workflows
+# ---------------------------------------------------------------------------------------------
+
+COMMON_NOTE = (
+    "**Model**: put the `{model}` folder (diffusers layout: `model_index.json`, `transformer/`, `vqvae/`, "
+    "`text_encoder/`, `tokenizer/`, `scheduler/`) in `ComfyUI/models/tcts/` (or `models/diffusers/`), "
+    "or pick another aMUSEd / Meissonic folder in *Load Masked Generative Model* (then set a size it "
+    "supports, e.g. 256 or 512).\n\n"
+    "**Seeds**: image *i* of a batch uses seed + *i*; the same seed and settings give the same tokens as "
+    "`python -m tcts generate`.")
+
+
+def _model_and_prompt(g: Graph, y: float = 0) -> tuple[Node, Node]:
+    load = g.node("TCTSLoadModel", (0, y + 40), model_name=MODEL, dtype="auto")
+    text = g.node("TCTSTextEncode", (360, y + 40), size=(400, 270), clip=load.out("clip"), prompt=PROMPT,
+                  negative=NEGATIVE)
+    return load, text
+
+
+def _sampler(g: Graph, kind: str, load: Node, text: Node, pos, **values) -> Node:
+    node_type, sampler = {"purity": ("TCTSPersistentSampler", "purity"),
+                          "uniform": ("TCTSPersistentSampler", "uniform"),
+                          "random-revoke": ("TCTSRevocableSampler", "random-revoke")}[kind]
+    extra = {"repredict_visible": False} if node_type == "TCTSRevocableSampler" else {}
+    settings = {**SAMPLER_SETTINGS, **values}
+    return g.node(node_type, pos, sampler=sampler, **extra, model=load.out("model"),
+                  positive=text.out("positive"), negative=text.out("negative"), **settings)
+
+
+def txt2img(name: str, kind: str, note: str, post: str | None = None) -> Graph:
+    """Load -> encode -> sampler -> VQ decode [-> post-processing] -> SaveImage."""
+    g = Graph(name)
+    g.note(note + "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 330))
+    load, text = _model_and_prompt(g)
+    sampler = _sampler(g, kind, load, text, (800, 40))
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    image, x = decode.out("image"), 1420
+    chain = []
+    if post == "scale":
+        scale = g.node("ImageScaleBy", (x, 40), image=image, upscale_method="lanczos", scale_by=2.0)
+        image, x = scale.out("IMAGE"), x + 340
+        chain = [scale]
+    elif post == "upscale_model":
+        loader = g.node("UpscaleModelLoader", (x, 190), model_name=UPSCALE_MODEL)
+        up = g.node("ImageUpscaleWithModel", (x, 40), upscale_model=loader.out("UPSCALE_MODEL"), image=image)
+        image, x = up.out("IMAGE"), x + 340
+        chain = [up, loader]
+    save = g.node("SaveImage", (x, 40), images=image, filename_prefix=f"tcts/{name.removeprefix('tcts_')}")
+    g.group("1 · model and prompt", [load, text])
+    g.group("2 · sample tokens", [sampler])
+    g.group("3 · decode" + (" and upscale" if chain else "") + " and save", [decode, *chain, save])
+    return g
+
+
+def img2img() -> Graph:
+    g = Graph("tcts_img2img")
+    g.note("**img2img**: *VQ Encode* turns your image (Load Image: pick your own; the size must be a "
+           "multiple of 16 px, 32 for models that downsample, e.g. 128x128 for the demo model) into "
+           "tokens; the sampler re-masks part of them and regenerates. `strength` = fraction of the steps "
+           "that run (0.5: half). `strength_mode` reference reproduces diffusers (strength 1.0 then masks "
+           "*nothing*); full makes 1.0 a pure text-to-image run. Width/height are taken from the image."
+           "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 420))
+    load, text = _model_and_prompt(g)
+    image = g.node("LoadImage", (360, 360), size=(320, 330), image=INPUT_IMAGE)
+    encode = g.node("TCTSVQEncode", (800, 560), vq=load.out("vq"), image=image.out("IMAGE"))
+    sampler = _sampler(g, "purity", load, text, (800, 40), start_tokens=encode.out("tokens"), strength=0.5,
+                       strength_mode="reference")
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/img2img")
+    g.group("1 · model, prompt and image", [load, text, image])
+    g.group("2 · encode and sample", [sampler, encode])
+    g.group("3 · decode and save", [decode, save])
+    return g
+
+
+def inpaint() -> Graph:
+    g = Graph("tcts_inpaint")
+    g.note("**Inpaint**: Load Image gives the picture *and* its mask (transparent pixels = regenerate; "
+           "right-click the node → *Open in MaskEditor* to paint one on your own image). The mask is "
+           "resized to the token grid (one token per 16x16 px) and thresholded at 0.5; tokens outside it "
+           "are kept. Linear schedule and strength 1.0, like diffusers' AmusedInpaintPipeline."
+           "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 400))
+    load, text = _model_and_prompt(g)
+    image = g.node("LoadImage", (360, 360), size=(320, 330), image=INPAINT_IMAGE)
+    encode = g.node("TCTSVQEncode", (800, 560), vq=load.out("vq"), image=image.out("IMAGE"))
+    sampler = _sampler(g, "purity", load, text, (800, 40), schedule="linear", start_tokens=encode.out("tokens"),
+                       mask=image.out("MASK"), strength=1.0, strength_mode="reference")
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/inpaint")
+    g.group("1 · model, prompt, image and mask", [load, text, image])
+    g.group("2 · encode and sample", [sampler, encode])
+    g.group("3 · decode and save", [decode, save])
+    return g
+
+
+#: mask-free edit example: the word of the source prompt (PROMPT) whose object changes, and the target prompt
+EDIT_WORD = "circle"
+EDIT_TARGET = "a large red square left of a small blue triangle on a striped background"
+
+
+def mask_free_edit() -> Graph:
+    """Load Image -> VQ Encode -> Mask-free Edit (source / target prompt, word) -> decode + save, region saved."""
+    g = Graph("tcts_mask_free_edit")
+    g.note("**Mask-free edit**: no mask to paint. The cross-attention of a *word* of the source prompt (here "
+           f"`{EDIT_WORD}`) in your image marks that object's region; tokens outside it stay exactly the image's "
+           "tokens, tokens inside are regenerated with the target prompt (TCTS when a selector is connected, "
+           "else random-revoke; schedule over the region only). The source prompt should describe the image and "
+           "contain the word (Masked Generative Text Encode records its tokens). `threshold`/`k`/`top_q`/`dilate` "
+           "size the region; the second Save Image shows it." + "\n\n"
+           + COMMON_NOTE.format(model=MODEL).replace("python -m tcts generate", "python -m tcts edit"),
+           (0, 330), size=(330, 460))
+    load, source = _model_and_prompt(g)
+    target = g.node("TCTSTextEncode", (360, 340), size=(400, 270), title="Target prompt", clip=load.out("clip"),
+                    prompt=EDIT_TARGET, negative=NEGATIVE)
+    image = g.node("LoadImage", (360, 640), size=(320, 330), image=INPUT_IMAGE)
+    encode = g.node("TCTSVQEncode", (800, 760), vq=load.out("vq"), image=image.out("IMAGE"))
+    edit = g.node("TCTSMaskFreeEdit", (800, 40), size=(340, 640), model=load.out("model"),
+                  source_tokens=encode.out("tokens"), source=source.out("positive"), target=target.out("positive"),
+                  negative=target.out("negative"), word=EDIT_WORD, strategy="auto", steps=8, cfg=2.0,
+                  seed=(42, "fixed"), schedule="linear")
+    decode = g.node("TCTSVQDecode", (1180, 40), vq=load.out("vq"), tokens=edit.out("tokens"))
+    save = g.node("SaveImage", (1440, 40), images=decode.out("image"), filename_prefix="tcts/mask_free_edit")
+    region = g.node("MaskToImage", (1180, 420), mask=edit.out("region"))
+    save_region = g.node("SaveImage", (1440, 420), images=region.out("IMAGE"),
+                         filename_prefix="tcts/mask_free_edit_region")
+    g.group("1 · model, prompts and image", [load, source, target, image])
+    g.group("2 · encode and edit", [edit, encode])
+    g.group("3 · decode and save (edit, region)", [decode, save, region, save_region])
+    return g
+
+
+def all_graphs() -> list[Graph]:
+    return [
+        txt2img("tcts_txt2img_purity", "purity",
+                "**Text to image, Purity** (MaskGIT / aMUSEd confidence order): reproduces diffusers' "
+                "AmusedPipeline token for token for the same seed and settings. Tokens are kept once chosen."),
+        txt2img("tcts_txt2img_uniform", "uniform",
+                "**Text to image, Uniform**: persistent like Purity, but the positions to keep each step "
+                "are drawn at random instead of by confidence (often better object coverage)."),
+        txt2img("tcts_txt2img_random_revoke", "random-revoke",
+                "**Text to image, Random Revoke** (revocable): every step the kept set is drawn afresh "
+                "over all positions, so earlier tokens can be revoked and resampled."),
+        img2img(),
+        inpaint(),
+        txt2img("tcts_chain_core_nodes", "purity",
+                "**Chaining core nodes**: *VQ Decode* gives a standard IMAGE, so any core node can follow; "
+                "here *Upscale Image By* (lanczos, x2) before *Save Image*.", post="scale"),
+        txt2img("tcts_upscale_model", "purity",
+                "**Upscale with a model**: put any x2 upscale model (ESRGAN, RealESRGAN, Compact, ... as "
+                f"spandrel loads them) in `ComfyUI/models/upscale_models/` and pick it in *Load Upscale Model* "
+                f"(the file name `{UPSCALE_MODEL}` is a placeholder).", post="upscale_model"),
+        mask_free_edit(),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# registry -> UI JSON
+# ---------------------------------------------------------------------------------------------
+
+Lookup = Callable[[str], Mapping[str, Any] | None]
+
+
+def _spec(spec) -> tuple[Any, dict]:
+    if isinstance(spec, (list, tuple)):
+        return (spec[0] if spec else None), (dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], Mapping) else {})
+    return spec, {}
+
+
+def input_specs(info: Mapping[str, Any]) -> list[dict]:
+    """Inputs of a node in the frontend's order: ``[{name, type, opts, optional, widget}]``."""
+    inputs, order = info.get("input") or {}, info.get("input_order") or {}
+    out = []
+    for section in ("required", "optional"):
+        specs = inputs.get(section) or {}
+        for name in [n for n in order.get(section, []) if n in specs] or list(specs):
+            typ, opts = _spec(specs[name])
+            is_combo = isinstance(typ, (list, tuple)) or typ == "COMBO"
+            widget = (is_combo or typ in WIDGET_TYPES) and not opts.get("forceInput")
+            if isinstance(typ, (list, tuple)):
+                opts = {**opts, "options": list(typ)}
+                typ = "COMBO"
+            out.append({"name": name, "type": typ, "opts": opts, "optional": section == "optional", "widget": widget})
+    return out
+
+
+def _has_control(spec: dict) -> bool:
+    if "control_after_generate" in spec["opts"]:
+        return bool(spec["opts"]["control_after_generate"])
+    return spec["type"] == "INT" and spec["name"] in ("seed", "noise_seed")
+
+
+def _check_value(where: str, spec: dict, value: Any) -> None:
+    typ, opts = spec["type"], spec["opts"]
+    if typ == "COMBO":
+        options = opts.get("options") or []
+        if spec["name"] not in FILE_COMBOS and options and value not in options:
+            raise WorkflowSpecError(f"{where}: {value!r} is not one of {options}")
+    elif typ in ("INT", "FLOAT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (typ == "INT" and not isinstance(value, int)):
+            raise WorkflowSpecError(f"{where}: {value!r} is not an {typ}")
+        if "min" in opts and value < opts["min"] or "max" in opts and value > opts["max"]:
+            raise WorkflowSpecError(f"{where}: {value!r} is outside [{opts.get('min')}, {opts.get('max')}]")
+    elif typ == "BOOLEAN" and not isinstance(value, bool):
+        raise WorkflowSpecError(f"{where}: {value!r} is not a BOOLEAN")
+    elif typ == "STRING" and not isinstance(value, str):
+        raise WorkflowSpecError(f"{where}: {value!r} is not a STRING")
+
+
+def _default_size(info: Mapping[str, Any] | None, n_sockets: int, n_widgets: int, n_outputs: int) -> list[float]:
+    rows = max(n_sockets, n_outputs)
+    return [320, 30 + 22 * rows + 26 * n_widgets]
+
+
+def build(graph: Graph, lookup: Lookup) -> dict:
+    """The UI JSON (format 0.4) of ``graph``, laid out from the registry (``lookup``: class -> object_info)."""
+    infos: dict[int, Mapping[str, Any] | None] = {}
+    for n in graph.nodes:
+        if n.type in FRONTEND_NODES:
+            infos[n.id] = None
+            continue
+        info = lookup(n.type)
+        if info is None:
+            raise WorkflowSpecError(f"{graph.name}: node type {n.type} is not registered")
+        infos[n.id] = info
+
+    def out_slot(o: Out) -> tuple[int, str]:
+        info = infos[o.node.id]
+        if info is None:
+            raise WorkflowSpecError(f"{graph.name}: {o.node.type} has no outputs")
+        names, types = list(info.get("output_name") or info["output"]), list(info["output"])
+        for i, name in enumerate(names):
+            if name == o.name:
+                return i, types[i]
+        if types.count(o.name) == 1:
+            i = types.index(o.name)
+            return i, types[i]
+        raise WorkflowSpecError(f"{graph.name}: {o.node.type} (node {o.node.id}) has no output {o.name!r} ({names})")
+
+    links: list[list] = []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    ui_nodes: dict[int, dict] = {}
+    for n in graph.nodes:
+        info = infos[n.id]
+        if info is None:
+            ui_nodes[n.id] = {"id": n.id, "type": n.type, "pos": list(n.pos), "size": list(n.size or (380, 200)),
+                              "flags": {}, "order": 0, "mode": 0, "inputs": [], "outputs": [],
+                              **({"title": n.title} if n.title else {}), "properties": {},
+                              "widgets_values": [n.values[k] for k in FRONTEND_NODES[n.type]], **n.extra}
+            continue
+        specs = input_specs(info)
+        known = {s["name"] for s in specs}
+        unknown = set(n.values) - known
+        if unknown:
+            raise WorkflowSpecError(f"{graph.name}: {n.type} (node {n.id}) has no input(s) {sorted(unknown)}; "
+                                    f"it has {[s['name'] for s in specs]}")
+        sockets, widgets = [], []
+        for s in specs:
+            where = f"{graph.name}: {n.type} (node {n.id}) input {s['name']!r}"
+            value = n.values.get(s["name"], ...)
+            if not s["widget"]:
+                entry = {"name": s["name"], "type": s["type"], "link": None}
+                if s["optional"]:
+                    entry["shape"] = 7
+                if isinstance(value, Out):
+                    slot, typ = out_slot(value)
+                    if typ != s["type"] and "*" not in (typ, s["type"]):
+                        raise WorkflowSpecError(f"{where}: output type {typ} does not fit input type {s['type']}")
+                    link_id = len(links) + 1
+                    links.append([link_id, value.node.id, slot, n.id, len(sockets), typ])
+                    out_links.setdefault((value.node.id, slot), []).append(link_id)
+                    entry["link"] = link_id
+                elif value is not ...:
+                    raise WorkflowSpecError(f"{where}: a socket needs a link (node.out(...)), got {value!r}")
+                elif not s["optional"]:
+                    raise WorkflowSpecError(f"{where}: required input is not connected")
+                sockets.append(entry)
+                continue
+            if isinstance(value, Out):
+                raise WorkflowSpecError(f"{where}: linking a widget is not supported by this builder")
+            control = None
+            if _has_control(s):
+                if isinstance(value, tuple):
+                    value, control = value
+                control = control or "fixed"
+            if value is ...:
+                if "default" not in s["opts"]:
+                    raise WorkflowSpecError(f"{where}: no value given and the input has no default")
+                value = s["opts"]["default"]
+            _check_value(where, s, value)
+            widgets.append(value)
+            if control is not None:
+                widgets.append(control)
+            if s["opts"].get("image_upload"):
+                widgets.append("image")
+        outputs = [{"name": name, "type": typ, "links": [], "slot_index": i}
+                   for i, (name, typ) in enumerate(zip(info.get("output_name") or info["output"], info["output"]))]
+        props = {"Node name for S&R": n.type,
+                 "cnr_id": PACK_REGISTRY_ID if n.type.startswith(PACK_NODE_PREFIX) else "comfy-core"}
+        ui_nodes[n.id] = {
+            "id": n.id, "type": n.type, "pos": list(n.pos),
+            "size": list(n.size or _default_size(info, len(sockets), len(widgets), len(outputs))),
+            "flags": {}, "order": 0, "mode": 0, "inputs": sockets, "outputs": outputs,
+            **({"title": n.title} if n.title else {}), "properties": props, "widgets_values": widgets, **n.extra}
+    for (node_id, slot), ids in out_links.items():
+        ui_nodes[node_id]["outputs"][slot]["links"] = ids
+
+    # execution order as the frontend computes it: a topological order (sources first)
+    indeg = {i: 0 for i in ui_nodes}
+    for l in links:
+        indeg[l[3]] += 1
+    order, ready = [], sorted(i for i, d in indeg.items() if d == 0)
+    while ready:
+        i = ready.pop(0)
+        order.append(i)
+        for l in links:
+            if l[1] == i:
+                indeg[l[3]] -= 1
+                if indeg[l[3]] == 0:
+                    ready.append(l[3])
+                    ready.sort()
+    if len(order) != len(ui_nodes):
+        raise WorkflowSpecError(f"{graph.name}: the graph has a cycle")
+    for k, i in enumerate(order):
+        ui_nodes[i]["order"] = k
+
+    groups = []
+    for gid, (title, members, color) in enumerate(graph.groups, 1):
+        boxes = [(ui_nodes[m.id]["pos"], ui_nodes[m.id]["size"]) for m in members]
+        x0 = min(p[0] for p, _ in boxes) - 10
+        y0 = min(p[1] for p, _ in boxes) - 40 - 30
+        x1 = max(p[0] + s[0] for p, s in boxes) + 10
+        y1 = max(p[1] + s[1] for p, s in boxes) + 10
+        groups.append({"id": gid, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color,
+                       "font_size": 24, "flags": {}})
+
+    return {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/tcts-project/tcts/workflows/{graph.name}")),
+        "revision": 0,
+        "last_node_id": max(ui_nodes),
+        "last_link_id": len(links),
+        "nodes": [ui_nodes[n.id] for n in graph.nodes],
+        "links": links,
+        "groups": groups,
+        "config": {},
+        "extra": {"ds": {"scale": 1.0, "offset": [40, 80]}},
+        "version": 0.4,
+    }
+
+
+def dumps(obj: Any, indent: int = 0) -> str:
+    """JSON with 2-space indentation, but lists of scalars (links, pos, widgets_values) on one line."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list):
+        if all(not isinstance(v, (dict, list)) for v in obj):
+            return json.dumps(obj, ensure_ascii=False)
+        return "[\n" + ",\n".join(inner + dumps(v, indent + 1) for v in obj) + "\n" + pad + "]"
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def render_all(lookup: Lookup) -> dict[str, str]:
+    """File name -> file text of every workflow."""
+    return {f"{g.name}.json": dumps(build(g, lookup)) + "\n" for g in all_graphs()}
+
+
+# ---------------------------------------------------------------------------------------------
+# example input images
+# ---------------------------------------------------------------------------------------------
+
+#: the area the inpaint example regenerates, around the triangle (token-aligned at 16 px per token)
+INPAINT_BOX = (80, 48, 112, 96)
+
+
+def example_image(size: int = 128):
+    """A shapes-world scene: red circle left of a blue triangle on horizontal stripes (PIL RGB)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size), (236, 226, 200))
+    d = ImageDraw.Draw(img)
+    stripe = size // 8
+    for y in range(0, size, 2 * stripe):
+        d.rectangle([0, y, size - 1, y + stripe - 1], fill=(110, 150, 120))
+    s = size / 128
+    d.ellipse([12 * s, 34 * s, 68 * s, 90 * s], fill=(214, 40, 40))
+    d.polygon([(80 * s, 84 * s), (104 * s, 84 * s), (92 * s, 60 * s)], fill=(40, 70, 214))
+    return img
+
+
+def example_inpaint_image(size: int = 128):
+    """:func:`example_image` as RGBA whose alpha is 0 inside :data:`INPAINT_BOX` (ComfyUI's LoadImage
+    turns that into MASK = 1 - alpha = 1 = regenerate)."""
+    from PIL import Image, ImageDraw
+
+    rgba = example_image(size).convert("RGBA")
+    alpha = Image.new("L", rgba.size, 255)
+    s = size / 128
+    x0, y0, x1, y1 = INPAINT_BOX
+    ImageDraw.Draw(alpha).rectangle([x0 * s, y0 * s, x1 * s - 1, y1 * s - 1], fill=0)
+    rgba.putalpha(alpha)
+    return rgba
+
+
+def write_example_inputs(folder: str | Path) -> list[Path]:
+    """Write ``tcts_example.png`` and ``tcts_example_inpaint.png`` (the images the workflows load)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / INPUT_IMAGE, folder / INPAINT_IMAGE]
+    example_image().save(paths[0])
+    example_inpaint_image().save(paths[1])
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+
+def registry_lookup() -> Lookup:
+    """Boot the harness's in-process ComfyUI with this pack loaded; returns its ``node_info``."""
+    import tempfile
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.support import comfyui as harness
+
+    comfy = harness.get_comfyui(base_dir=tempfile.mkdtemp(prefix="tcts-make-workflows-"))
+    comfy.load_custom_nodes(ROOT)
+    return comfy.node_info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="scripts/make_workflows.py", description=__doc__.split("\n")[0])
+    p.add_argument("--check", action="store_true", help="only compare with the committed files; exit 1 on a difference")
+    p.add_argument("--out", type=Path, default=WORKFLOWS_DIR, help="output folder (default: workflows/)")
+    p.add_argument("--inputs", type=Path, default=None,
+                   help="only write the example input images into this folder (no ComfyUI needed)")
+    a = p.parse_args(argv)
+    if a.inputs is not None:
+        for path in write_example_inputs(a.inputs):
+            print(f"wrote {path}")
+        return 0
+    files = render_all(registry_lookup())
+    stale = []
+    for name, text in files.items():
+        path = a.out / name
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            stale.append(name)
+            if not a.check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+    if a.check:
+        print("out of date: " + ", ".join(stale) if stale else f"{len(files)} workflows up to date")
+        return 1 if stale else 0
+    print(f"wrote {', '.join(stale)}" if stale else f"{len(files)} workflows already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
