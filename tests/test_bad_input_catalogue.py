@@ -91,6 +91,32 @@ def mismatched_text_encoder(ctx: Context):
                                                                           MEISSONIC / "tokenizer"))
 
 
+def selector_for_other_generator(ctx: Context):
+    from tcts.selector.model import SelectorConfig, TokenSelector, load_selector, save_selector
+
+    folder = ctx.tmp / "selector"
+    save_selector(TokenSelector(SelectorConfig(codebook_size=128, text_hidden_size=16, hidden_size=16, num_layers=1,
+                                               num_heads=2)), folder)
+    load_selector(folder, ctx.pipe.transformer)
+
+
+def selector_with_other_text_width(ctx: Context):
+    from tcts.selector.model import SelectorConfig, TokenSelector, load_selector, save_selector
+
+    folder = ctx.tmp / "selector"
+    save_selector(TokenSelector(SelectorConfig(codebook_size=64, text_hidden_size=32, hidden_size=16, num_layers=1,
+                                               num_heads=2)), folder)
+    load_selector(folder, ctx.pipe.transformer)
+
+
+def edit_word_not_in_prompt(ctx: Context):
+    from tcts.attention import word_columns
+
+    ids = ctx.pipe.text_encoder.tokenize(["a photo of a red cat"])[0]
+    pieces = ctx.pipe.text_encoder.tokenizer.convert_ids_to_tokens(ids.tolist())
+    word_columns("dog", pieces, "a photo of a red cat")
+
+
 def cli(*args: str):
     def run(ctx: Context):
         out = ctx.tmp / "out"
@@ -167,7 +193,13 @@ CASES = [
     Case("tokens-out-of-range", "library", "start tokens must be codebook ids in [0, 64) or the mask id 71",
          out_of_range_tokens),
     Case("nan-logits", "library", "the generator returned NaN/inf logits at step 1/2", nan_logits),
+    Case("selector-codebook-mismatch", "library", "was trained for a 128-code VQ codebook but the generator "
+         "predicts 64 codes", selector_for_other_generator),
+    Case("selector-text-width-mismatch", "library", "reads text states of width 32 but the generator's text "
+         "encoder gives width 16", selector_with_other_text_width),
+    Case("edit-word-not-in-prompt", "library", "the word 'dog' is not in the prompt", edit_word_not_in_prompt),
     # --- command line -------------------------------------------------------------------------------
+    Case("cli-tcts-without-selector", "cli", "--sampler tcts needs --selector PATH", cli("--sampler", "tcts")),
     Case("cli-missing-model", "cli", "does not exist", cli("--model", "{tmp}/nowhere")),
     Case("cli-bad-width", "cli", "width must be a positive multiple of 32 px", cli("--width", "100")),
     Case("cli-out-folder-missing", "cli", "output folder", cli("--out", "{tmp}/no/such/dir/x.png")),
