@@ -92,3 +92,24 @@ def test_clip_l_text_encoder_has_the_released_parameter_count():
         model = CLIPTextModelWithProjection(CLIPTextConfig(**cfg))
     assert sum(p.numel() for p in model.parameters()) == 123_650_304
     assert cfg["num_attention_heads"] == 12 and cfg["hidden_act"] == "quick_gelu"
+
+
+def test_text_key_value_cache_gives_identical_tokens_and_projects_the_text_once_per_run():
+    from tcts.pipeline import make_generators
+    from tcts.sampling import Conditioning, make_rule
+    from tcts.sampling.loop import sample, sample_steps
+
+    model = load_transformer(AMUSED / "transformer")
+    ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
+    hidden, pooled = ref["encoder_hidden_states"], ref["pooled_text_emb"]
+    cond = Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])
+    calls = []
+    model.transformer_layers[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
+    options = dict(steps=5, grid=(8, 8))
+    with torch.no_grad():
+        uncached = sample_steps(model, cond, make_rule("purity"), generators=make_generators(0, 1), **options)
+        assert len(calls) == 5
+        cached = sample(model, cond, make_rule("purity"), generators=make_generators(0, 1), **options)
+    assert len(calls) == 6  # one projection of the text for the whole cached run
+    assert torch.equal(cached, uncached)
+    assert all(a.context_cache is None for a in model._cross_attentions())  # released after the run

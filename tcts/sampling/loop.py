@@ -8,6 +8,8 @@ draws follows diffusers ``pipelines/deprecated/amused/pipeline_amused.py`` (``__
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -93,7 +95,7 @@ def validate_sampling_args(steps: int, cfg: float, sampling_temperature: float,
         raise ValueError(f"schedule {schedule!r} is unknown; expected one of {', '.join(SCHEDULES)}")
 
 
-def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, steps: int,
+def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, steps: int,
            grid: tuple[int, int] | None = None, tokens: torch.Tensor | None = None,
            fixed: torch.Tensor | None = None, generators: list[torch.Generator],
            cfg: float = 10.0, schedule: str = "cosine",
@@ -173,3 +175,14 @@ def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, s
                 masked=(flat == mask_id).view(b, h, w),
                 scores=None if selection.scores is None else selection.scores.view(b, h, w)))
     return flat.view(b, h, w)
+
+
+def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, **options) -> torch.Tensor:
+    """Run the masked sampling loop (:func:`sample_steps`) and return the final token grid ``[B, h, w]``.
+
+    The text condition is constant during a run, so generators that can (aMUSEd's ``text_cache``) compute
+    their cross-attention keys/values of the text once per run instead of once per step.
+    """
+    cache = getattr(model, "text_cache", None)
+    with cache() if cache is not None else contextlib.nullcontext():
+        return sample_steps(model, cond, rule, **options)
