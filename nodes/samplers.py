@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 

@@ -138,3 +138,24 @@ def comfy(comfyui, pack, comfy_models):
     """In-process ComfyUI with our pack loaded and the tiny models registered."""
     comfyui.add_model_folder("tcts", comfy_models)
     return comfyui
+
+
+# --- the tiny aMUSEd generator and a CFG text condition, shared by the sampling-rule tests ---------------
+@pytest.fixture(scope="module")
+def model():
+    """The tiny random-weight aMUSEd transformer of the reference fixtures."""
+    from tcts.checkpoints import load_transformer
+    from tests.helpers import AMUSED
+
+    return load_transformer(AMUSED / "transformer")
+
+
+@pytest.fixture(scope="module")
+def cond():
+    """Negative '' and positive 'a photo of a red cat' CLIP states of the fixtures (case a3), 128 px."""
+    from tcts.sampling import Conditioning
+    from tests.helpers import AMUSED, load_case
+
+    ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
+    hidden, pooled = ref["encoder_hidden_states"], ref["pooled_text_emb"]
+    return Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])

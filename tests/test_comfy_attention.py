@@ -11,7 +11,7 @@ from PIL import Image
 
 from tcts.attention import attention_maps, token_pieces, word_columns
 from tcts.editing import RegionOptions, mask_free_edit
-from tcts.pipeline import Pipeline, encode_images, make_generators, text_condition
+from tcts.pipeline import Pipeline, make_generators, text_condition
 from tcts.selector import SelectorConfig, TokenSelector, save_selector
 from tests.comfy_prompts import MODEL, txt2img
 from tests.conftest import ROOT

@@ -8,9 +8,7 @@ booted, a bare ``nodes`` is ComfyUI's own ``nodes.py``.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 import textwrap
 from pathlib import Path
 

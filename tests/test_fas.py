@@ -9,22 +9,10 @@ from tcts.sampling import RULES, Conditioning, make_rule, sample
 from tcts.sampling.fas import FAS, top_count
 from tcts.selector import SelectorConfig, TokenSelector
 
-from .helpers import AMUSED, MEISSONIC, load_case
+from .helpers import MEISSONIC, load_case
 
 MASK = 71
 SCHEDULE_8 = [62, 59, 53, 45, 35, 24, 12, 0]  # floor(64 * cos(pi/2 * (i+1)/8)) masked after each step
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_transformer(AMUSED / "transformer")
-
-
-@pytest.fixture(scope="module")
-def cond():
-    ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
-    hidden, pooled = ref["encoder_hidden_states"], ref["pooled_text_emb"]
-    return Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])
 
 
 def spy(rule: FAS):

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from tcts.checkpoints import CheckpointError, load_text_encoder, load_transformer, load_vq, read_safetensors
 from tcts.pipeline import Pipeline
 
-from .helpers import AMUSED, MEISSONIC, config, load_case
+from .helpers import AMUSED, MEISSONIC, config
 
 
 @pytest.fixture(scope="module")

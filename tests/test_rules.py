@@ -6,25 +6,11 @@ every rule respects fixed positions; the last step fills everything; batches equ
 import pytest
 import torch
 
-from tcts.checkpoints import load_transformer
 from tcts.pipeline import make_generators
 from tcts.sampling import Conditioning, make_rule, sample
 
-from .helpers import AMUSED, load_case
 
 MASK = 71
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_transformer(AMUSED / "transformer")
-
-
-@pytest.fixture(scope="module")
-def cond():
-    ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
-    hidden, pooled = ref["encoder_hidden_states"], ref["pooled_text_emb"]
-    return Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])
 
 
 def trajectory(model, cond, sampler, steps=8, seed=0, **kwargs):

@@ -6,27 +6,13 @@ planted region, and small random ones.
 import pytest
 import torch
 
-from tcts.checkpoints import load_transformer
 from tcts.pipeline import make_generators
 from tcts.sampling import RULES, Conditioning, make_rule, sample
 from tcts.selector import SelectorConfig, SelectorMismatchError, TokenSelector
 
-from .helpers import AMUSED, load_case
 
 MASK = 71
 COSINE_8 = [62, 59, 53, 45, 35, 24, 12, 0]  # floor(64 * cos(pi/2 * (i+1)/8)) on an 8x8 grid
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_transformer(AMUSED / "transformer")
-
-
-@pytest.fixture(scope="module")
-def cond():
-    ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
-    hidden, pooled = ref["encoder_hidden_states"], ref["pooled_text_emb"]
-    return Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])
 
 
 def random_selector(seed=0, text=16) -> TokenSelector:
