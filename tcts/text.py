@@ -61,9 +61,14 @@ def build_clip_text_model(config: Mapping, state_dict: Mapping[str, torch.Tensor
 
     cfg = CLIPTextConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version",
                                                                         "dtype", "torch_dtype", "_name_or_path")})
-    model = CLIPTextModelWithProjection(cfg)
+    with torch.device("meta"):  # no random initialisation of weights that are overwritten anyway
+        model = CLIPTextModelWithProjection(cfg)
+    model = model.to_empty(device="cpu")
     state = {k: v for k, v in state_dict.items() if not k.endswith("position_ids")}
     model.load_state_dict(state, strict=True)
+    with torch.no_grad():  # the one non-persistent buffer, left uninitialised by to_empty()
+        positions = model.text_model.embeddings.position_ids
+        positions.copy_(torch.arange(positions.shape[-1]).expand_as(positions))
     return model.eval()
 
 

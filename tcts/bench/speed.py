@@ -87,6 +87,8 @@ def peak_rss_mb() -> float:
 
 
 def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str) -> dict:
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401  imports outside the timing,
+                                                                          # as for diffusers
     from ..pipeline import Pipeline
 
     t0 = time.perf_counter()
