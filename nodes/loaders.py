@@ -10,6 +10,7 @@ from ..tcts.checkpoints import CheckpointError, load_transformer, load_vq, read_
 from ..tcts.pipeline import check_compatible
 from . import bridge
 from .clip import clip_from_file, clip_from_folder
+from .folders import named_folders, register_model_folder
 from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, VQBundle, VQType
 
 MODELS_FOLDER = "tcts"
@@ -18,29 +19,13 @@ DTYPES = ["auto", "fp32", "fp16", "bf16"]
 
 
 def register_model_folders() -> None:
-    """Register ``models/tcts`` (and the pack's bundled ``models/``) with ``folder_paths``, keeping
-    paths that ``extra_model_paths.yaml`` already added (comfyui.md §5.4)."""
-    paths = list(folder_paths.folder_names_and_paths.get(MODELS_FOLDER, ([], set()))[0])
-    for path in (str(Path(folder_paths.models_dir) / MODELS_FOLDER), str(PACK_MODELS)):
-        if path not in paths:
-            paths.append(path)
-    folder_paths.folder_names_and_paths[MODELS_FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
+    """``models/tcts`` plus the pack's bundled ``models/`` (the demo model ships there)."""
+    register_model_folder(MODELS_FOLDER, PACK_MODELS)
 
 
 def model_folders() -> dict[str, Path]:
     """Name -> path of every diffusers-layout folder under the ``tcts`` and ``diffusers`` model paths."""
-    found: dict[str, Path] = {}
-    for key in (MODELS_FOLDER, "diffusers"):
-        if key not in folder_paths.folder_names_and_paths:
-            continue
-        for base in folder_paths.get_folder_paths(key):
-            base_path = Path(base)
-            if not base_path.is_dir():
-                continue
-            for child in sorted(base_path.iterdir()):
-                if (child / "model_index.json").is_file():
-                    found.setdefault(child.name, child)
-    return found
+    return named_folders((MODELS_FOLDER, "diffusers"), lambda child: (child / "model_index.json").is_file())
 
 
 def resolve_model_folder(name: str) -> Path:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import folder_paths
 from comfy_api.latest import io
 
 from ..tcts.selector import check_selector_matches, is_selector_folder, load_selector
 from ..tcts.selector.rule import CHOICES
 from . import bridge
+from .folders import named_folders, register_model_folder
 from .samplers import common_inputs, run_sampler
 from .types import ROOT_CATEGORY, GeneratorBundle, TokensType
 
@@ -37,26 +37,13 @@ class SelectorBundle:
 
 
 def register_selector_folder() -> None:
-    """Register ``models/tcts_selectors``, keeping paths that ``extra_model_paths.yaml`` already added."""
-    paths, exts = folder_paths.folder_names_and_paths.get(SELECTORS_FOLDER, ([], set()))
-    default = str(Path(folder_paths.models_dir) / SELECTORS_FOLDER)
-    if default not in paths:
-        paths = [*paths, default]
-    folder_paths.folder_names_and_paths[SELECTORS_FOLDER] = (list(paths), set(exts) or {".safetensors"})
+    register_model_folder(SELECTORS_FOLDER)
 
 
 def selector_folders() -> dict[str, Path]:
     """Name -> path of every selector folder (``config.json`` + ``model.safetensors``) in the model paths."""
     register_selector_folder()
-    found: dict[str, Path] = {}
-    for base in folder_paths.get_folder_paths(SELECTORS_FOLDER):
-        base_path = Path(base)
-        if not base_path.is_dir():
-            continue
-        for child in sorted(base_path.iterdir()):
-            if child.is_dir() and is_selector_folder(child):
-                found.setdefault(child.name, child)
-    return found
+    return named_folders((SELECTORS_FOLDER,), is_selector_folder)
 
 
 def resolve_selector(name: str) -> Path:
