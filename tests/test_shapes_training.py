@@ -1,0 +1,133 @@
+"""Shapes demo training plumbing: pickle-free resumable checkpoints, the export to a diffusers folder
+(tiny random models, so it runs in seconds), and the shipped ``models/shapes-demo`` when present."""
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tcts.shapes.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "models" / "shapes-demo"
+
+
+def test_checkpoint_roundtrip_restores_weights_and_adam_state(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        model(torch.randn(5, 4)).pow(2).mean().backward()
+        opt.step()
+    for step in (3, 4, 5):
+        save_checkpoint(tmp_path, {"m": model}, {"step": step, "note": "x"}, opt, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-0000004", "step-0000005"]
+    path = latest_checkpoint(tmp_path)
+    assert path.name == "step-0000005"
+    assert not list(path.glob("*.pt")) and not list(path.glob("*.bin"))
+
+    clone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt2 = torch.optim.AdamW(clone.parameters(), lr=1e-3)
+    state, _ = load_checkpoint(path, {"m": clone}, opt2)
+    assert state["step"] == 5 and state["note"] == "x"
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+        sa, sb = opt.state[a], opt2.state[b]
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+        assert float(sa["step"]) == float(sb["step"])
+    # one more identical step keeps them identical
+    x = torch.randn(5, 4)
+    for m, o in ((model, opt), (clone, opt2)):
+        o.zero_grad()
+        m(x).pow(2).mean().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clone.parameters()))
+
+
+def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
+    """A fake generator run folder (tiny random UVit + CLIP) and a tiny VQ 'final' folder."""
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from tcts.models.uvit import UVit2DTransformer
+    from tcts.models.vq import VQModel
+    sys.path.insert(0, str(ROOT / "scripts" / "shapes"))
+    from train_generator import generator_config
+
+    from tcts.shapes.text import build_tokenizer_files, text_encoder_config
+
+    run = tmp_path / "gen"
+    vocab = build_tokenizer_files(run / "tokenizer")
+    tcfg = text_encoder_config(len(vocab), hidden=32, layers=2, heads=1, intermediate=64, projection=32)
+    gcfg = generator_config(64, 32, 32, hidden=32, layers=1, heads=1, intermediate=64, block=16)
+    torch.manual_seed(0)
+    gen = UVit2DTransformer(gcfg)
+    text = CLIPTextModelWithProjection(CLIPTextConfig(**{k: v for k, v in tcfg.items() if k != "architectures"}))
+    save_checkpoint(run, {"gen": gen, "text": text, "ema_gen": copy.deepcopy(gen), "ema_text": copy.deepcopy(text)},
+                    {"step": 7, "images_seen": 224, "generator_config": gcfg, "text_config": tcfg})
+    vq_dir = tmp_path / "vq"
+    vq_dir.mkdir()
+    vcfg = {"_class_name": "VQModel", "block_out_channels": [8, 8, 8, 8], "layers_per_block": 1, "latent_channels": 4,
+            "num_vq_embeddings": 64, "norm_num_groups": 4, "mid_block_add_attention": False,
+            "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "act_fn": "silu", "norm_type": "group", "in_channels": 3, "out_channels": 3, "vq_embed_dim": None}
+    (vq_dir / "config.json").write_text(json.dumps(vcfg))
+    save_file(VQModel(vcfg).state_dict(), str(vq_dir / "diffusion_pytorch_model.safetensors"))
+    return run, vq_dir
+
+
+def test_export_writes_a_loadable_diffusers_folder(tmp_path):
+    run, vq_dir = _tiny_run(tmp_path)
+    out = tmp_path / "shapes-demo"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "shapes" / "export.py"), "--gen", str(run),
+                           "--vq", str(vq_dir), "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "AmusedPipeline" and index["transformer"] == ["diffusers", "UVit2DModel"]
+    for f in ("transformer/config.json", "transformer/diffusion_pytorch_model.safetensors", "vqvae/config.json",
+              "vqvae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors",
+              "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json", "training.json"):
+        assert (out / f).is_file(), f
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["mask_token_id"] == 71 and sched["_class_name"] == "AmusedScheduler"
+    from tcts.pipeline import Pipeline
+
+    pipe = Pipeline.from_folder(out)
+    assert pipe.default_size == 64 and pipe.transformer.codebook_size == 64
+
+
+def _demo_or_skip():
+    if not (DEMO / "model_index.json").is_file():
+        pytest.skip("models/shapes-demo not exported yet")
+    from tcts.pipeline import Pipeline
+
+    return Pipeline.from_folder(DEMO)
+
+
+def test_shipped_demo_folder_loads_generates_and_fits_the_size_budget():
+    pipe = _demo_or_skip()
+    total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20, total
+    assert pipe.default_size == 64
+    res = pipe.generate("a large red circle on a flat background", sampler="uniform", steps=6, cfg=3.0, seed=0)
+    assert res.images.shape == (1, 64, 64, 3) and res.tokens.shape == (1, 8, 8)
+    assert 0 <= float(res.images.min()) and float(res.images.max()) <= 1
+
+
+def test_shipped_demo_loads_with_diffusers_amused_pipeline():
+    _demo_or_skip()
+    diffusers = pytest.importorskip("diffusers")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = diffusers.AmusedPipeline.from_pretrained(str(DEMO))
+    out = pipe("a small blue square on a striped background", num_inference_steps=4, guidance_scale=3.0,
+               generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (1, 64, 64, 3)
