@@ -89,5 +89,15 @@ def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
 
 
 def cleanup(info: DistInfo) -> None:
+    """Leave the process group in step with the other processes.
+
+    DDP wrappers that are still alive (reference cycles through training closures) hold gloo work
+    objects; destroying the group under them, or while a peer is still inside a collective, aborts the
+    process at exit ("terminate called without an active exception"). So: collect them, meet at a
+    barrier, then destroy."""
     if info.distributed and dist.is_initialized():
+        import gc
+
+        gc.collect()
+        barrier(info)
         dist.destroy_process_group()

@@ -628,6 +628,7 @@ class SelectorTrainer:
             validation = run_validation(c.steps) or validation
         save(c.steps)
         final = exported()
+        del model       # release the DDP wrapper (and its gloo work) before the process group goes away
         return TrainResult(selector=final, history=history, validation=validation, out_dir=self.out_dir)
 
 
