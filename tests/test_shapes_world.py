@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tcts.shapes import detector
-from tcts.shapes.world import (BACKGROUNDS, COLOURS, HELDOUT_BACKGROUNDS, HELDOUT_OBJECTS, HELDOUT_RELATIONS,
-                               SHAPES, SIZES, parse_caption, render, render_batch, sample_scene, scenes)
+from tcts.shapes.world import (BACKGROUNDS, COLOURS, GRID, HELDOUT_BACKGROUNDS, HELDOUT_COLOUR_PAIRS, HELDOUT_RELATIONS,
+                               SHAPES, SIZES, layout, parse_caption, render, render_batch, sample_scene, scenes)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "shapes-demo"
@@ -49,6 +49,38 @@ def test_caption_grammar_roundtrip_and_vocabulary():
     assert all(c > 20 for c in counts.values())
 
 
+def test_layout_is_a_function_of_the_caption():
+    """Same caption, same object tiles: only the background's greys, direction and noise vary."""
+    by_caption: dict[str, set] = {}
+    for s in scenes("any", 600, seed=9):
+        by_caption.setdefault(s.caption, set()).add(tuple((o.x, o.y) for o in s.objects))
+    assert all(len(v) == 1 for v in by_caption.values())
+    assert layout(["large"], None) == [(2, 2)] and layout(["small"], None) == [(3, 3)]
+    assert layout(["small", "large"], "left of") == [(1, 3), (4, 2)]
+    assert layout(["small", "small"], "below") == [(3, 5), (3, 1)]
+    assert layout(["small"] * 3, None) == [(0, 3), (3, 3), (6, 3)]
+    with pytest.raises(ValueError, match="small"):
+        layout(["large", "small", "small"], None)
+    for s in scenes("any", 200, seed=12):
+        assert all(0 <= o.x and o.x + o.cells <= GRID and 0 <= o.y and o.y + o.cells <= GRID for o in s.objects)
+
+
+def test_object_tiles_do_not_depend_on_the_background():
+    """An object's tile (dark plate + inset shape) is the same pixels on every background."""
+    from tcts.shapes.world import Background, Scene
+
+    obj = sample_scene([1, 0], "any", n_objects=1).objects[0]
+    c = 64 // GRID
+    tiles = set()
+    for kind in BACKGROUNDS:
+        for greys in ((0.25, 0.25), (0.22, 0.52), (0.92, 0.60)):
+            img = render(Scene((obj,), Background(kind, greys, vertical=True, seed=3)))
+            tile = img[obj.y * c:(obj.y + obj.cells) * c, obj.x * c:(obj.x + obj.cells) * c]
+            tiles.add(tile.tobytes())
+            assert not np.array_equal(img, render(Scene((), Background(kind, greys, vertical=True, seed=3))))
+    assert len(tiles) == 1
+
+
 def test_relations_hold_in_cells():
     for s in scenes("any", 300, seed=8):
         o = s.objects
@@ -73,11 +105,13 @@ def test_heldout_split_is_by_combination_and_disjoint():
     assert not any(sp.heldout for sp in train) and all(sp.heldout for sp in held)
     assert not {s.caption for s in scenes("train", 400, seed=10)} & {s.caption for s in scenes("heldout", 200, seed=11)}
     # every single attribute, and every pair inside a held-out triple, still occurs in training
+    pairs = {p for sp in train for p in sp.combos()["colour_pairs"]}
+    for first, second in HELDOUT_COLOUR_PAIRS:
+        assert any(p[0] == first for p in pairs) and any(p[1] == second for p in pairs)
+    # every object (size, colour, shape) of a held-out caption also appears in training captions:
+    # held-out captions are new arrangements of picture elements the generator has seen
     objs = {(o.size, o.colour, o.shape) for sp in train for o in sp.objects}
-    for size, colour, shape in HELDOUT_OBJECTS:
-        assert any(t[0] == size and t[1] == colour for t in objs)
-        assert any(t[1] == colour and t[2] == shape for t in objs)
-        assert any(t[0] == size and t[2] == shape for t in objs)
+    assert {(o.size, o.colour, o.shape) for sp in held for o in sp.objects} <= objs
     rels = {r for sp in train for r in sp.combos()["relations"]}
     for a, rel, b in HELDOUT_RELATIONS:
         assert any(r[1] == rel for r in rels) and any(r[0] == a for r in rels) and any(r[2] == b for r in rels)
@@ -120,8 +154,8 @@ def test_detector_on_tokenized_renders():
     """A small patch alphabet (k-means, fitted here in seconds) keeps the detector near its ceiling."""
     from tcts.shapes.patchcodes import PatchCodebook
 
-    fit = render_batch(list(scenes("any", 400, seed=30)))
-    book = PatchCodebook.fit(fit, size=256, dim=24, iters=6, log=lambda m: None)
+    fit = render_batch(list(scenes("any", 800, seed=30)))
+    book = PatchCodebook.fit(fit, size=1024, dim=32, iters=8, log=lambda m: None)
     sc = list(scenes("any", 80, seed=31))
     x = render_batch(sc)
     ids = book.encode(x)

@@ -5,7 +5,9 @@ Exact command (a VQ folder with config.json + diffusion_pytorch_model.safetensor
     cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/eval_vq.py /root/.cache/tcts-train/shapes/vq/final
 
 Prints, for train and held-out captions: PSNR, agreement of the VQ's ids with the k-means codes,
-detector metrics on the reconstructions, and a shuffled-caption control.
+detector metrics on the encode -> decode reconstructions, a shuffled-caption control, and the
+whole-caption accuracy of the VQ decoder on the exact k-means ids (the ceiling for generations,
+whose tokens are k-means ids) and of the k-means patch tiles.
 """
 from __future__ import annotations
 
@@ -48,6 +50,9 @@ def main() -> None:
         if codes is not None:
             rec["id_agreement"] = round(float((ids == codes.encode(images)).float().mean()), 4)
             rec["patch_tiles"] = score(codes.decode(codes.encode(images)), captions)["whole"]
+            with torch.no_grad():   # the generator's ceiling: the VQ decoder on the exact k-means ids
+                y2 = vq.decode_ids(codes.encode(images)).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+            rec["vq_decode_of_codes"] = score(y2, captions)["whole"]
         print(json.dumps(rec), flush=True)
 
 

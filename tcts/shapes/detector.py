@@ -11,9 +11,9 @@ Pipeline (numpy only, any image size that is a multiple of 16):
 3. **Shape** from the component's bounding box: occupancy of the top and bottom corner patches (20 %
    of the box) and the fill ratio, nearest of the prototypes square (full corners), triangle (empty
    top corners, full bottom corners, half filled) and circle (empty corners, pi/4 filled).
-4. **Size**: the longer box side against 2.5 cells (small objects are 2 cells, large 3 cells).
+4. **Size**: the longer box side against 2.5 cells (small objects are drawn 1.5 cells wide, large 3.5).
 5. **Relations** from box centres (``left of``: centre x of A at least half a cell left of B's).
-6. **Background** from the grey half-cell blocks away from objects: flat (tiny spread), gradient
+6. **Background** from the grey half-cell blocks away from objects and their dark tiles: flat (tiny spread), gradient
    (spread but small neighbour steps), striped (steps along one axis only), checkered (steps along
    both axes, none diagonally) or noisy (steps everywhere).
 
@@ -30,15 +30,18 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .world import COLOURS, GRID, CaptionSpec, parse_caption
+from .world import COLOURS, GRID, INSET, PLATE, SIZES, CaptionSpec, parse_caption
 
 CHROMA_MIN = 0.25
 HUE_TOL = 35.0
-MIN_AREA_FRAC = 0.3          # of a small triangle's area (2 cells x 2 cells / 2)
+MIN_AREA_FRAC = 0.3          # of a small triangle's area
+SMALL_SIDE = SIZES["small"] - 2 * INSET      # drawn side of a small object, in cells (1.5)
+SIZE_SPLIT = (SIZES["small"] + SIZES["large"]) / 2 - 2 * INSET   # small/large threshold, in cells (2.5)
+PLATE_MAX = PLATE + 0.09                     # darker than this: an object's tile, not background
 PALETTE_HUES = {name: colorsys.rgb_to_hsv(*rgb)[0] * 360.0 for name, rgb in COLOURS.items()}
 # (top-corner occupancy, bottom-corner occupancy, fill ratio) prototypes, measured on ground-truth
 # renders (tests/test_shapes_world.py re-measures them).
-SHAPE_PROTOTYPES = {"square": (1.0, 1.0, 1.0), "circle": (0.17, 0.17, 0.81), "triangle": (0.0, 0.77, 0.53)}
+SHAPE_PROTOTYPES = {"square": (1.0, 1.0, 1.0), "circle": (0.06, 0.06, 0.82), "triangle": (0.0, 0.76, 0.53)}
 
 
 @dataclass
@@ -160,7 +163,7 @@ def analyse(image: np.ndarray) -> Analysis:
     size = image.shape[0]
     cell = size / GRID
     labels = hue_labels(image)
-    min_area = MIN_AREA_FRAC * (2 * cell) ** 2 / 2
+    min_area = MIN_AREA_FRAC * (SMALL_SIDE * cell) ** 2 / 2
     names = list(PALETTE_HUES)
     objects, extras = [], []
     for idx, name in enumerate(names):
@@ -168,9 +171,10 @@ def analyse(image: np.ndarray) -> Analysis:
         for k, pts in enumerate(comps):
             box, feats = shape_features(pts)
             side = max(box[2] - box[0], box[3] - box[1])
-            det = Detection(name, classify_shape(feats), "large" if side > 2.5 * cell else "small", box, len(pts), feats)
+            det = Detection(name, classify_shape(feats), "large" if side > SIZE_SPLIT * cell else "small", box, len(pts), feats)
             (objects if k == 0 else extras).append(det)
-    background, bg_feats = classify_background(image, labels >= 0)
+    plate = np.clip(image, 0, 1).max(-1) < PLATE_MAX
+    background, bg_feats = classify_background(image, (labels >= 0) | plate)
     return Analysis(objects, extras, background, bg_feats)
 
 

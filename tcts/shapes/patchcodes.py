@@ -84,7 +84,7 @@ class PatchCodebook:
         return unpatch(p, ids.shape[0], self.cell)
 
     @classmethod
-    def fit(cls, images: np.ndarray, size: int = 1024, dim: int = 32, object_weight: float = 4.0,
+    def fit(cls, images: np.ndarray, size: int = 1024, dim: int = 32, object_weight: float = 6.0,
             iters: int = 20, seed: int = 0, log=print) -> "PatchCodebook":
         cell = images.shape[1] // GRID
         p = torch.from_numpy(patches(images).astype(np.float32))
