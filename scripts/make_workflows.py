@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / "workflows"
 
-#: the bundled demo model folder (models/tcts/shapes-demo): 128x128 px images, 8x8 tokens
+#: the bundled demo model folder (models/shapes-demo): 64x64 px images, 8x8 tokens
 MODEL = "shapes-demo"
 PROMPT = "a large red circle left of a small blue triangle on a striped background"
 NEGATIVE = ""
@@ -41,7 +41,7 @@ INPUT_IMAGE = "tcts_example.png"
 INPAINT_IMAGE = "tcts_example_inpaint.png"
 UPSCALE_MODEL = "2x_upscaler.safetensors"
 #: sampler settings of the demo workflows (the shapes study found cfg ~2 best and 8 steps enough)
-SAMPLER_SETTINGS = dict(width=128, height=128, batch_size=1, steps=8, cfg=2.0, seed=(42, "fixed"),
+SAMPLER_SETTINGS = dict(width=64, height=64, batch_size=1, steps=8, cfg=2.0, seed=(42, "fixed"),
                         schedule="cosine", choice_temperature=2.0, temperature=1.0, preview="colours")
 
 #: values of a combo/text widget the frontend never sends to the backend
@@ -164,7 +164,7 @@ def txt2img(name: str, kind: str, note: str, post: str | None = None) -> Graph:
 def img2img() -> Graph:
     g = Graph("tcts_img2img")
     g.note("**img2img**: *VQ Encode* turns your image (Load Image: pick your own; the size must be a "
-           "multiple of 16 px, 32 for models that downsample, e.g. 128x128 for the demo model) into "
+           "multiple of 16 px, 32 for models that downsample, e.g. 64x64 for the demo model) into "
            "tokens; the sampler re-masks part of them and regenerates. `strength` = fraction of the steps "
            "that run (0.5: half). `strength_mode` reference reproduces diffusers (strength 1.0 then masks "
            "*nothing*); full makes 1.0 a pure text-to-image run. Width/height are taken from the image."
@@ -480,33 +480,31 @@ def render_all(lookup: Lookup) -> dict[str, str]:
 # example input images
 # ---------------------------------------------------------------------------------------------
 
-#: the area the inpaint example regenerates, around the triangle (token-aligned at 16 px per token)
-INPAINT_BOX = (80, 48, 112, 96)
+#: the area the inpaint example regenerates: the right half around the triangle (token-aligned at 16 px)
+INPAINT_BOX = (32, 16, 64, 48)
+EXAMPLE_SIZE = 64
 
 
-def example_image(size: int = 128):
-    """A shapes-world scene: red circle left of a blue triangle on horizontal stripes (PIL RGB)."""
-    from PIL import Image, ImageDraw
+def example_image(size: int = EXAMPLE_SIZE):
+    """The shapes-world scene of :data:`PROMPT` (the demo model's world), as PIL RGB."""
+    import numpy as np
+    from PIL import Image
 
-    img = Image.new("RGB", (size, size), (236, 226, 200))
-    d = ImageDraw.Draw(img)
-    stripe = size // 8
-    for y in range(0, size, 2 * stripe):
-        d.rectangle([0, y, size - 1, y + stripe - 1], fill=(110, 150, 120))
-    s = size / 128
-    d.ellipse([12 * s, 34 * s, 68 * s, 90 * s], fill=(214, 40, 40))
-    d.polygon([(80 * s, 84 * s), (104 * s, 84 * s), (92 * s, 60 * s)], fill=(40, 70, 214))
-    return img
+    sys.path.insert(0, str(ROOT))
+    from tcts.shapes.world import render, scene_from_caption
+
+    pixels = render(scene_from_caption(PROMPT, seed=0), size)
+    return Image.fromarray((pixels * 255).round().astype(np.uint8), "RGB")
 
 
-def example_inpaint_image(size: int = 128):
+def example_inpaint_image(size: int = EXAMPLE_SIZE):
     """:func:`example_image` as RGBA whose alpha is 0 inside :data:`INPAINT_BOX` (ComfyUI's LoadImage
     turns that into MASK = 1 - alpha = 1 = regenerate)."""
     from PIL import Image, ImageDraw
 
     rgba = example_image(size).convert("RGBA")
     alpha = Image.new("L", rgba.size, 255)
-    s = size / 128
+    s = size / EXAMPLE_SIZE
     x0, y0, x1, y1 = INPAINT_BOX
     ImageDraw.Draw(alpha).rectangle([x0 * s, y0 * s, x1 * s - 1, y1 * s - 1], fill=0)
     rgba.putalpha(alpha)

@@ -192,4 +192,4 @@ def test_the_mask_free_edit_workflow_executes(comfy):
     assert len(saves) == 2
     for save in saves:
         (png,) = result.images(save)
-        assert Image.open(png).size == (128, 128)
+        assert Image.open(png).size == (64, 64)

@@ -280,6 +280,23 @@ def sample_scene(seed: int | Sequence[int], split: str = "train", n_objects: int
     raise RuntimeError(f"no {split} scene found in {max_tries} tries (n_objects={n_objects})")
 
 
+def scene_from_caption(caption: str, seed: int = 0) -> Scene:
+    """The scene a caption describes (its layout is fixed); the background's free variables (greys,
+    direction, noise pattern) are drawn from ``seed``."""
+    spec = parse_caption(caption)
+    sizes = [o.size for o in spec.objects]
+    relation = spec.relations[0][1] if len(spec.objects) == 2 else None
+    pos = layout(sizes, relation)
+    objs = tuple(Obj(o.shape, o.colour, o.size, *p) for o, p in zip(spec.objects, pos))
+    if len({o.colour for o in objs}) != len(objs):
+        raise ValueError(f"objects of a scene need distinct colours: {caption!r}")
+    rng = _rng(seed)
+    while True:
+        background = _sample_background(rng)
+        if background.kind == spec.background:
+            return Scene(objs, background, relation)
+
+
 def scenes(split: str, count: int, seed: int = 0, **kwargs) -> Iterator[Scene]:
     """``count`` scenes of a split; scene ``i`` is ``sample_scene([seed, i], split)``."""
     for i in range(count):
