@@ -37,7 +37,10 @@ class SelectorBundle:
 
 
 def register_selector_folder() -> None:
-    register_model_folder(SELECTORS_FOLDER)
+    """``models/tcts_selectors`` plus the pack's bundled ``models/`` (the demo selector ships there)."""
+    from .loaders import PACK_MODELS
+
+    register_model_folder(SELECTORS_FOLDER, PACK_MODELS)
 
 
 def selector_folders() -> dict[str, Path]:

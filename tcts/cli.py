@@ -1,4 +1,4 @@
-"""Command line: ``python -m tcts generate …`` (more subcommands join as the project grows)."""
+"""Command line: ``python -m tcts generate | train-selector | edit | bench | bench-speed …``."""
 from __future__ import annotations
 
 import argparse
@@ -14,8 +14,13 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def default_model_path() -> Path:
-    """The bundled demo model (shipped with the repository once trained)."""
+    """The bundled demo model (shipped with the repository)."""
     return Path(__file__).resolve().parent.parent / "models" / "shapes-demo"
+
+
+def default_selector_path() -> Path:
+    """The TCTS selector trained for the bundled demo model."""
+    return Path(__file__).resolve().parent.parent / "models" / "shapes-demo-selector"
 
 
 class StderrProgress:
@@ -105,7 +110,9 @@ def run_generate(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: output folder {args.out.parent} does not exist")
     if args.mask is not None and args.init_image is None:
         raise SystemExit("error: --mask needs --init-image (the picture to inpaint)")
-    from .selector.cli import selector_rule_options  # loads --selector (fails fast, before the model)
+    from .selector.cli import SELECTOR_SAMPLERS, selector_rule_options  # loads --selector before the model
+    if args.model is None and args.selector is None and args.sampler in SELECTOR_SAMPLERS:
+        args.selector = default_selector_path() if default_selector_path().is_dir() else None
     selector_options = selector_rule_options(args, None, dtype=DTYPES[args.dtype], device=args.device)
     pipe = Pipeline.from_folder(model_path, dtype=DTYPES[args.dtype])
     pipe.transformer.to(args.device)
@@ -144,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_selector_parser(sub)
     from .cli_attention import add_edit_parser
     add_edit_parser(sub)
+    from .bench.shapes import add_bench_parser
+    add_bench_parser(sub)
     bench = sub.add_parser("bench-speed", add_help=False,
                            help="time and memory against diffusers' AmusedPipeline (see --help)")
     bench.set_defaults(func=None)  # forwarded whole to tcts.bench.speed in main()

@@ -102,6 +102,31 @@ def test_export_writes_a_loadable_diffusers_folder(tmp_path):
     assert pipe.default_size == 64 and pipe.transformer.codebook_size == 64
 
 
+def test_selector_recipe_trains_a_selector_that_matches_the_exported_generator(tmp_path):
+    run, vq_dir = _tiny_run(tmp_path)
+    model = tmp_path / "shapes-demo"
+    script = ROOT / "scripts" / "shapes"
+    proc = subprocess.run([sys.executable, str(script / "export.py"), "--gen", str(run), "--vq", str(vq_dir),
+                           "--out", str(model)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "selector-run"
+    proc = subprocess.run([sys.executable, str(script / "train_selector.py"), "--model", str(model), "--out", str(out),
+                           "--codes", str(tmp_path / "no-codes.safetensors"), "--scenes", "80", "--steps", "3",
+                           "--batch-size", "2", "--layers", "1", "--width", "16", "--heads", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from tcts.pipeline import Pipeline
+    from tcts.selector import load_selector
+
+    pipe = Pipeline.from_folder(model)
+    selector = load_selector(out / "selector", pipe.transformer)
+    trained = selector.config.extra["trained_with"]
+    assert trained["cfg"] == 2.0 and trained["sampling_steps"] == 16 and trained["grid"] == [8, 8]
+    res = pipe.generate(["a small red circle on a flat background"], sampler="tcts", steps=4, cfg=2.0,
+                        rule_options={"selector": selector})
+    assert res.tokens.shape == (1, 8, 8)
+
+
 def _demo_or_skip():
     if not (DEMO / "model_index.json").is_file():
         pytest.skip("models/shapes-demo not exported yet")

@@ -16,7 +16,8 @@ def add_selector_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TCTS selector (--sampler tcts)")
     g.add_argument("--selector", type=Path, default=None,
                    help="trained selector folder (config.json + model.safetensors), e.g. OUT/selector from "
-                        "train-selector")
+                        "train-selector); without --model and --selector, the bundled demo model's selector "
+                        "(models/shapes-demo-selector)")
     g.add_argument("--selector-guidance", type=float, default=1.0,
                    help="selector guidance w: p_null + w*(p_cond - p_null) (1 = off, one selector pass)")
     g.add_argument("--selector-noise", type=float, default=0.0,
