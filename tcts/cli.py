@@ -114,10 +114,14 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.model is None and args.selector is None and args.sampler in SELECTOR_SAMPLERS:
         args.selector = default_selector_path() if default_selector_path().is_dir() else None
     selector_options = selector_rule_options(args, None, dtype=DTYPES[args.dtype], device=args.device)
-    pipe = Pipeline.from_folder(model_path, dtype=DTYPES[args.dtype])
-    pipe.transformer.to(args.device)
-    pipe.vq.to(args.device)
-    pipe.text_encoder.model.to(args.device)
+    # one-shot run: load each component when its phase starts and free it after (peak memory = the largest
+    # component); attention maps need the transformer again after sampling, so they load everything
+    sequential = args.attention_out is None
+    pipe = Pipeline.from_folder(model_path, dtype=DTYPES[args.dtype], sequential=sequential, device=args.device)
+    if not sequential:
+        pipe.transformer.to(args.device)
+        pipe.vq.to(args.device)
+        pipe.text_encoder.model.to(args.device)
     init = load_image(args.init_image) if args.init_image else None
     mask = load_mask(args.mask) if args.mask else None
     options = {"repredict_visible": True} if args.repredict_visible else {}

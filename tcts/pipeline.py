@@ -158,35 +158,68 @@ class GenerationResult:
 class Pipeline:
     """A loaded masked generative model: generator, VQ, text encoder and scheduler defaults."""
 
-    transformer: nn.Module
-    vq: nn.Module
-    text_encoder: TextEncoder
+    transformer: nn.Module | None
+    vq: nn.Module | None
+    text_encoder: TextEncoder | None
     schedule: str = "cosine"
     name: str = ""
+    #: sequential mode (``from_folder(..., sequential=True)``): how to load each component on demand, and
+    #: weightless meta-device copies that answer questions about sizes and configs meanwhile
+    loaders: dict[str, Callable[[], Any]] | None = None
+    shells: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sequential(self) -> bool:
+        return self.loaders is not None
+
+    def component(self, name: str) -> Any:
+        """``transformer``, ``vq`` or ``text_encoder``, loaded now if the pipeline is sequential."""
+        value = getattr(self, name)
+        if value is None and self.loaders is not None:
+            value = self.loaders[name]()
+            setattr(self, name, value)
+        return value
+
+    def release(self, name: str) -> None:
+        """Sequential mode: free a component's weights until it is needed again (no-op otherwise)."""
+        if self.loaders is not None and getattr(self, name) is not None:
+            setattr(self, name, None)
+            import gc
+
+            gc.collect()
+
+    def _shell(self, name: str) -> Any:
+        value = getattr(self, name)
+        return value if value is not None else self.shells[name]
 
     @property
     def family(self) -> str:
-        return getattr(self.transformer, "family", "amused")
+        return getattr(self._shell("transformer"), "family", "amused")
 
     @property
     def mask_token_id(self) -> int:
-        return self.transformer.vocab_size - 1
+        return self._shell("transformer").vocab_size - 1
 
     @property
     def vq_factor(self) -> int:
-        return int(self.vq.downscale_factor)
+        return int(self._shell("vq").downscale_factor)
 
     @property
     def default_size(self) -> int:
         """The size the checkpoint was trained at: aMUSEd's ``sample_size`` tokens; Meissonic 1024 px."""
         if self.family == "meissonic":
             return 1024
-        return int(self.transformer.config.get("sample_size", 16)) * self.vq_factor
+        return int(self._shell("transformer").config.get("sample_size", 16)) * self.vq_factor
 
     @classmethod
-    def from_folder(cls, path: str | Path, *, dtype: torch.dtype = torch.float32,
-                    variant: str | None = None) -> "Pipeline":
-        """Load a diffusers-layout folder (``model_index.json`` + component folders)."""
+    def from_folder(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, variant: str | None = None,
+                    sequential: bool = False, device: str | torch.device = "cpu") -> "Pipeline":
+        """Load a diffusers-layout folder (``model_index.json`` + component folders).
+
+        ``sequential=True`` is for one-shot runs (the CLI): the components are read when
+        :meth:`generate` needs them and freed after their phase (text encoder -> transformer -> VQ),
+        so peak memory is about the largest component instead of all three. Checks that need only
+        configs run at once on weightless meta-device copies."""
         root = Path(path)
         if not root.exists():
             raise CheckpointError(f"model folder {root} does not exist")
@@ -195,6 +228,8 @@ class Pipeline:
                                   "(expected transformer/, vqvae/, text_encoder/, tokenizer/, scheduler/)")
         scheduler = read_json(root / "scheduler" / "scheduler_config.json") \
             if (root / "scheduler" / "scheduler_config.json").is_file() else {}
+        if sequential:
+            return cls._sequential(root, scheduler, dtype, variant, torch.device(device))
         transformer = load_transformer(root / "transformer", dtype=dtype, variant=variant)
         mask_id = scheduler.get("mask_token_id", transformer.vocab_size - 1)
         if mask_id != transformer.vocab_size - 1:
@@ -205,8 +240,25 @@ class Pipeline:
         check_compatible(transformer, vq, text)
         return cls(transformer, vq, text, schedule=scheduler.get("masking_schedule", "cosine"), name=root.name)
 
+    @classmethod
+    def _sequential(cls, root: Path, scheduler: dict, dtype: torch.dtype, variant: str | None,
+                    device: torch.device) -> "Pipeline":
+        loaders = {
+            "transformer": lambda: load_transformer(root / "transformer", dtype=dtype, variant=variant).to(device),
+            "vq": lambda: load_vq(root / "vqvae").to(device),
+            "text_encoder": lambda: _on_device(load_text_encoder(root / "text_encoder", root / "tokenizer"), device),
+        }
+        shells = config_shells(root)
+        mask_id = scheduler.get("mask_token_id", shells["transformer"].vocab_size - 1)
+        if mask_id != shells["transformer"].vocab_size - 1:
+            raise CheckpointError(f"scheduler mask_token_id {mask_id} is not the transformer's last "
+                                  f"embedding row {shells['transformer'].vocab_size - 1}")
+        check_compatible(shells["transformer"], shells["vq"], shells["text_encoder"])
+        return cls(None, None, None, schedule=scheduler.get("masking_schedule", "cosine"), name=root.name,
+                   loaders=loaders, shells=shells)
+
     def encode_prompts(self, prompts: Sequence[str]) -> TextCondition:
-        return self.text_encoder.encode(list(prompts))
+        return self.component("text_encoder").encode(list(prompts))
 
     def generate(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *,
                  sampler: str = "purity", steps: int = 12, cfg: float = 10.0, seed: int = 0,
@@ -230,7 +282,7 @@ class Pipeline:
             height, width = int(init_image.shape[1]), int(init_image.shape[2])
         width = self.default_size if width is None else width
         height = self.default_size if height is None else height
-        grid = token_grid(self.transformer, width, height, self.vq_factor)
+        grid = token_grid(self._shell("transformer"), width, height, self.vq_factor)
         if mask is not None and init_image is None:
             raise ValueError("a mask needs an init image to inpaint")
         schedule = schedule or ("linear" if mask is not None else self.schedule)
@@ -238,12 +290,14 @@ class Pipeline:
             strength = 1.0 if mask is not None else 0.5
         positive = self.encode_prompts(prompts)
         negative = self.encode_prompts(negatives) if cfg != 1.0 else None
+        self.release("text_encoder")
         cond = text_condition(positive, negative, width, height, batch_size)
         generators = make_generators(seed, batch_size)
         start_tokens = fixed = None
         start_step, smr = 0, 1
         if init_image is not None:
-            encoded = encode_images(self.vq, init_image)
+            encoded = encode_images(self.component("vq"), init_image)
+            self.release("vq")
             encoded = encoded.expand(batch_size, *grid) if encoded.shape[0] == 1 else encoded
             if mask is not None:
                 if tuple(mask.shape[-2:]) != (height, width):
@@ -258,13 +312,44 @@ class Pipeline:
                 start_tokens = noise_for_img2img(encoded, steps, start_step, schedule, self.mask_token_id,
                                                  generators, strength_mode)
         tokens = generate_tokens(
-            self.transformer, cond, sampler=sampler, steps=steps, cfg=cfg, grid=grid, tokens=start_tokens,
+            self.component("transformer"), cond, sampler=sampler, steps=steps, cfg=cfg, grid=grid, tokens=start_tokens,
             fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
             choice_temperature=choice_temperature, sampling_temperature=sampling_temperature,
             rule_options=rule_options, generators=generators, callback=callback)
-        images = decode_tokens(self.vq, tokens)
+        self.release("transformer")
+        images = decode_tokens(self.component("vq"), tokens)
+        self.release("vq")
         return GenerationResult(tokens=tokens, images=images, settings=dict(
             sampler=sampler, steps=steps, cfg=cfg, seed=seed, width=width, height=height, schedule=schedule))
+
+
+def config_shells(root: Path) -> dict[str, Any]:
+    """Weightless stand-ins built from the component configs alone (meta device; no weights read): the
+    transformer and VQ modules, and the text encoder's two widths."""
+    from types import SimpleNamespace
+
+    from .checkpoints import build_on_meta, family_of_config, generator_builders
+    from .models.vq import VQModel
+
+    configs = {}
+    for sub in ("transformer", "vqvae", "text_encoder"):
+        if not (root / sub / "config.json").is_file():
+            raise CheckpointError(f"{root / sub} has no config.json (needed to load the model sequentially)")
+        configs[sub] = read_json(root / sub / "config.json")
+    family = family_of_config(configs["transformer"]) or "amused"
+    builders = generator_builders()
+    if family not in builders:
+        raise CheckpointError(f"{root / 'transformer'}: the {family} family is not available in this build")
+    text = configs["text_encoder"]
+    return {"transformer": build_on_meta(builders[family][0], configs["transformer"]),
+            "vq": build_on_meta(VQModel, configs["vqvae"]),
+            "text_encoder": SimpleNamespace(hidden_size=int(text["hidden_size"]),
+                                            projection_dim=int(text.get("projection_dim", text["hidden_size"])))}
+
+
+def _on_device(text: TextEncoder, device: torch.device) -> TextEncoder:
+    text.model.to(device)
+    return text
 
 
 def check_compatible(transformer: nn.Module, vq: nn.Module, text: TextEncoder | None) -> None:

@@ -1,6 +1,7 @@
 """Speed and memory of our pipeline against diffusers' ``AmusedPipeline`` on identical full-size weights.
 
-``python -m tcts bench-speed [--models amused-256 amused-512] [--steps 12] [--repeats 2] [--out DIR]``
+``python -m tcts bench-speed [--models amused-256 amused-512] [--steps 12] [--repeats 2] [--impls ...]
+[--compile] [--out DIR]``
 
 Builds random full-size weights for the released aMUSEd configs once (models.md §1.2; saved as a
 diffusers-layout folder in a temp or given folder), then times, alternating in the same run, our
@@ -86,22 +87,29 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str) -> dict:
+def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str,
+             sequential: bool = False, compile_model: bool = False) -> dict:
+    """Our pipeline, fully loaded (as in ComfyUI and the library) or ``sequential`` (the CLI's one-shot
+    mode: each component loaded for its phase and freed after it, so its loads fall inside ``image_s``)."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401  imports outside the timing,
                                                                           # as for diffusers
     from ..pipeline import Pipeline
 
     t0 = time.perf_counter()
-    pipe = Pipeline.from_folder(folder, dtype=getattr(torch, dtype))
-    for module in (pipe.transformer, pipe.vq, pipe.text_encoder.model):
-        module.to(device)
+    pipe = Pipeline.from_folder(folder, dtype=getattr(torch, dtype), sequential=sequential, device=device)
+    if not sequential:
+        for module in (pipe.transformer, pipe.vq, pipe.text_encoder.model):
+            module.to(device)
+        if compile_model:
+            pipe.transformer = torch.compile(pipe.transformer)
     load = time.perf_counter() - t0
     marks: list[float] = []
     t0 = time.perf_counter()
     pipe.generate(prompt, width=size, height=size, steps=steps, cfg=cfg, seed=0,
                   callback=lambda r: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
-    return {"load_s": load, "image_s": total, "step_s": statistics.median(b - a for a, b in zip(marks, marks[1:]))}
+    return {"load_s": load, "image_s": total, "total_s": load + total,
+            "step_s": statistics.median(b - a for a, b in zip(marks, marks[1:]))}
 
 
 def run_diffusers(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str) -> dict:
@@ -119,12 +127,19 @@ def run_diffusers(folder: str, size: int, steps: int, cfg: float, prompt: str, d
              generator=torch.Generator().manual_seed(0), output_type="np",
              callback=lambda i, t, latents: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
-    return {"load_s": load, "image_s": total, "step_s": statistics.median(b - a for a, b in zip(marks, marks[1:]))}
+    return {"load_s": load, "image_s": total, "total_s": load + total,
+            "step_s": statistics.median(b - a for a, b in zip(marks, marks[1:]))}
+
+
+IMPLS = ("ours", "ours-sequential", "diffusers")
 
 
 def child(args: argparse.Namespace) -> None:
-    runner = run_ours if args.child == "ours" else run_diffusers
-    result = runner(args.folder, args.size, args.steps, args.cfg, args.prompt, args.device, args.dtype)
+    common = (args.folder, args.size, args.steps, args.cfg, args.prompt, args.device, args.dtype)
+    if args.child == "diffusers":
+        result = run_diffusers(*common)
+    else:
+        result = run_ours(*common, sequential=args.child == "ours-sequential", compile_model=args.compile)
     result["peak_rss_mb"] = peak_rss_mb()
     if args.device.startswith("cuda"):
         result["max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -133,7 +148,8 @@ def child(args: argparse.Namespace) -> None:
 
 def measure(impl: str, folder: Path, size: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "tcts.bench.speed", "--child", impl, "--folder", str(folder), "--size", str(size),
-           "--steps", str(args.steps), "--cfg", str(args.cfg), "--device", args.device, "--dtype", args.dtype]
+           "--steps", str(args.steps), "--cfg", str(args.cfg), "--device", args.device, "--dtype", args.dtype,
+           *(["--compile"] if args.compile else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
@@ -149,16 +165,25 @@ def summarise(runs: list[dict]) -> dict:
 
 def table(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Device {args.device}, {args.dtype}, {args.steps} steps, cfg {args.cfg}, {args.repeats} alternating "
-             f"repeats (medians); torch {torch.__version__}, {os.cpu_count()} CPUs.", "",
-             "| model | metric | ours | diffusers | ours/diffusers | target |", "|---|---|---|---|---|---|"]
-    targets = {"image_s": "≤ 0.67", "step_s": "≤ 0.67", "peak_rss_mb": "≤ 0.8", "max_allocated_mb": "≤ 0.8",
-               "load_s": "—"}
-    for name, pair in results.items():
-        ours, ref = pair["ours"], pair["diffusers"]
-        for key in ("image_s", "step_s", "load_s", "peak_rss_mb", "max_allocated_mb"):
-            if key in ours:
-                lines.append(f"| {name} | {key} | {ours[key]:.2f} | {ref[key]:.2f} | {ours[key] / ref[key]:.2f} | "
-                             f"{targets[key]} |")
+             f"repeats (medians); torch {torch.__version__}, {os.cpu_count()} CPUs"
+             f"{', ours with torch.compile' if args.compile else ''}. ``ours`` = fully loaded (ComfyUI, library); "
+             "``seq`` = the CLI's sequential one-shot mode (component loads fall inside its image time).", "",
+             "| model | metric | ours | seq | diffusers | ours/diffusers | seq/diffusers | target |",
+             "|---|---|---|---|---|---|---|---|"]
+    targets = {"image_s": "≤ 0.67", "step_s": "≤ 0.67", "total_s": "—", "peak_rss_mb": "≤ 0.8",
+               "max_allocated_mb": "≤ 0.8", "load_s": "—"}
+    for name, runs in results.items():
+        ref = runs["diffusers"]
+        for key in ("image_s", "step_s", "load_s", "total_s", "peak_rss_mb", "max_allocated_mb"):
+            if key not in ref:
+                continue
+            cells, ratios = [], []
+            for impl in ("ours", "ours-sequential"):
+                value = runs.get(impl, {}).get(key)
+                cells.append("—" if value is None else f"{value:.2f}")
+                ratios.append("—" if value is None else f"{value / ref[key]:.2f}")
+            lines.append(f"| {name} | {key} | {cells[0]} | {cells[1]} | {ref[key]:.2f} | {ratios[0]} | {ratios[1]} | "
+                         f"{targets[key]} |")
     return "\n".join(lines)
 
 
@@ -173,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="folder to keep the random weights in")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--prompt", default="a photo of a red cat")
-    parser.add_argument("--child", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
+                        help="what to time (diffusers is the reference and always included)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile our transformer (worth it on GPU; compile time counts as load)")
+    parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -186,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models:
         folder = build_random_model(name, weights)
         size = CONFIGS[name]["sample_size"] * 16
-        runs: dict[str, list[dict]] = {"ours": [], "diffusers": []}
+        impls = [i for i in IMPLS if i in args.impls or i == "diffusers"]
+        runs: dict[str, list[dict]] = {impl: [] for impl in impls}
         for repeat in range(args.repeats):
-            for impl in (("ours", "diffusers") if repeat % 2 == 0 else ("diffusers", "ours")):
+            for impl in (impls if repeat % 2 == 0 else impls[::-1]):
                 runs[impl].append(measure(impl, folder, size, args))
                 print(f"{name} {impl} #{repeat + 1}: {runs[impl][-1]}", file=sys.stderr)
         results[name] = {impl: summarise(r) for impl, r in runs.items()}
