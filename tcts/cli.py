@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_selector_parser(sub)
     from .cli_attention import add_edit_parser
     add_edit_parser(sub)
-    from .bench.shapes import add_bench_parser
+    from .bench.shapes_cli import add_bench_parser
     add_bench_parser(sub)
     bench = sub.add_parser("bench-speed", add_help=False,
                            help="time and memory against diffusers' AmusedPipeline (see --help)")
