@@ -41,3 +41,9 @@ def test_unknown_implementation_is_refused():
     proc = subprocess.run([sys.executable, "-m", "tcts", "bench-speed", "--impls", "tensorrt"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
+
+
+def test_compiled_transformer_path_runs_and_counts_compilation_as_load():
+    """``--compile`` (meant for GPUs) on the CPU fixture: torch.compile + warm-up happen before the timing."""
+    result = speed.run_ours(str(AMUSED), 64, 3, 4.0, "a cat", "cpu", "float32", compile_model=True)
+    assert result["load_s"] > result["image_s"] > 0
