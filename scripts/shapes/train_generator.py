@@ -18,7 +18,8 @@ Recipe:
   cross-entropy on masked tokens only; 10 % of captions dropped to ``""`` (so CFG with the encoded
   empty negative prompt works); micro-conds ``[64, 64, 0, 0, 6]``;
 * curriculum: more single-object scenes for the first ``--curriculum`` steps;
-* AdamW (lr 8e-4 after 300 warm-up steps, wd 0.01, betas 0.9/0.99), grad-clip 1, EMA 0.999 of the
+* AdamW (lr 8e-4 after 300 warm-up steps, optionally a cosine decay to ``--lr-final`` from
+  ``--decay-start`` over ``--decay-steps``; wd 0.01, betas 0.9/0.99), grad-clip 1, EMA 0.999 of the
   weights (evaluation and export use the EMA);
 * every ``--eval-every-s`` seconds: generate the 100 fixed held-out captions (12 steps, cfg 3,
   sampler uniform, and purity every second time) and log the detector's per-attribute accuracy (``eval`` lines).
@@ -143,6 +144,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--decay-start", type=int, default=None,
+                    help="step at which the learning rate starts a cosine decay (default: constant)")
+    ap.add_argument("--decay-steps", type=int, default=3000)
+    ap.add_argument("--lr-final", type=float, default=4e-5)
     ap.add_argument("--max-steps", type=int, default=10**9)
     ap.add_argument("--curriculum", type=int, default=1000)
     ap.add_argument("--drop", type=float, default=0.1)
@@ -211,6 +216,9 @@ def main() -> None:
 
     while step < end and not stop:
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if args.decay_start is not None and step >= args.decay_start:
+            done = min(1.0, (step - args.decay_start) / max(1, args.decay_steps))
+            lr = args.lr_final + (args.lr - args.lr_final) * 0.5 * (1 + math.cos(math.pi * done))
         for g in opt.param_groups:
             g["lr"] = lr
         t0 = time.time()
