@@ -35,6 +35,11 @@ WORKFLOWS_DIR = ROOT / "workflows"
 
 #: the bundled demo model folder (models/shapes-demo): 64x64 px images, 8x8 tokens
 MODEL = "shapes-demo"
+#: the bundled demo model's TCTS selector folder (models/shapes-demo-selector)
+SELECTOR = "shapes-demo-selector"
+#: FAS settings of the TCTS + FAS workflow (the node's defaults: method.md §2.6)
+FAS_SETTINGS = dict(statistic="fft_hf", q=0.5, cutoff=0.5, regroup="every_step", freeze_after=0.25, smooth=False,
+                    invert=False, low_scorer="inner", start_frac=0.0, layers="")
 PROMPT = "a large red circle left of a small blue triangle on a striped background"
 NEGATIVE = ""
 INPUT_IMAGE = "tcts_example.png"
@@ -49,7 +54,7 @@ WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 #: frontend-only nodes (not in the registry)
 FRONTEND_NODES = {"MarkdownNote": ["text"], "Note": ["text"]}
 #: combos whose options are files on the user's machine: their values are not checked here
-FILE_COMBOS = frozenset({"model_name", "image", "transformer_name", "vq_name", "clip_name"})
+FILE_COMBOS = frozenset({"model_name", "image", "transformer_name", "vq_name", "clip_name", "selector_name"})
 PACK_NODE_PREFIX = "TCTS"
 PACK_REGISTRY_ID = "tcts"          # pyproject [project] name (Comfy Registry id)
 NOTE_COLORS = {"color": "#432", "bgcolor": "#653"}
@@ -161,6 +166,31 @@ def txt2img(name: str, kind: str, note: str, post: str | None = None) -> Graph:
     return g
 
 
+def txt2img_tcts_fas() -> Graph:
+    """Load model + Load Token Selector -> TCTS + FAS Sampler -> VQ decode -> SaveImage."""
+    g = Graph("tcts_txt2img_tcts_fas")
+    g.note("**Text to image, TCTS + FAS** (the paper's sampler): each step the generator's self-attention "
+           "splits the tokens into low- and high-frequency groups; low-frequency areas are kept persistently "
+           "(no over-simplified backgrounds), high-frequency areas are re-masked by the learned token selector "
+           "(TCTS) wherever it judges a token misaligned with the prompt. The selector must be trained for the "
+           f"model: `{SELECTOR}` belongs to `{MODEL}`; train one for another model with "
+           "`python -m tcts train-selector` and put it in `ComfyUI/models/tcts_selectors/`. Without a "
+           "selector the sampler falls back to FAS with random revocation.\n\n" + COMMON_NOTE.format(model=MODEL),
+           (0, 330), size=(330, 400))
+    load, text = _model_and_prompt(g)
+    selector = g.node("TCTSLoadSelector", (360, 340), selector_name=SELECTOR, dtype="auto")
+    sampler = g.node("TCTSFASSampler", (800, 40), size=(340, 720), model=load.out("model"),
+                     positive=text.out("positive"), negative=text.out("negative"), selector=selector.out("selector"),
+                     **FAS_SETTINGS, **{**SAMPLER_SETTINGS, "steps": 16}, selector_guidance=1.0, selector_noise=0.0,
+                     selector_choice="topk")
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/txt2img_tcts_fas")
+    g.group("1 · model, selector and prompt", [load, text, selector])
+    g.group("2 · sample tokens", [sampler])
+    g.group("3 · decode and save", [decode, save])
+    return g
+
+
 def img2img() -> Graph:
     g = Graph("tcts_img2img")
     g.note("**img2img**: *VQ Encode* turns your image (Load Image: pick your own; the size must be a "
@@ -249,6 +279,7 @@ def all_graphs() -> list[Graph]:
         txt2img("tcts_txt2img_random_revoke", "random-revoke",
                 "**Text to image, Random Revoke** (revocable): every step the kept set is drawn afresh "
                 "over all positions, so earlier tokens can be revoked and resampled."),
+        txt2img_tcts_fas(),
         img2img(),
         inpaint(),
         txt2img("tcts_chain_core_nodes", "purity",

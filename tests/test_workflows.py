@@ -45,11 +45,11 @@ WORKFLOWS_DIR = ROOT / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
 EXPECTED_FILES = {"tcts_txt2img_purity.json", "tcts_txt2img_uniform.json", "tcts_txt2img_random_revoke.json",
                   "tcts_img2img.json", "tcts_inpaint.json", "tcts_chain_core_nodes.json", "tcts_upscale_model.json",
-                  "tcts_mask_free_edit.json"}
+                  "tcts_mask_free_edit.json", "tcts_txt2img_tcts_fas.json"}
 #: workflows without a generate-parity sampler node, executed and checked by their own tests
 OWN_TESTS = {"tcts_mask_free_edit.json": "tests/test_comfy_attention.py"}
 MODEL = "shapes-demo"
-SAMPLERS = {"TCTSPersistentSampler", "TCTSRevocableSampler"}
+SAMPLERS = {"TCTSPersistentSampler", "TCTSRevocableSampler", "TCTSFASSampler"}
 FRONTEND_ONLY = {"MarkdownNote", "Note", "Reroute", "PrimitiveNode"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPSCALE_SEED = 0
@@ -92,7 +92,18 @@ def _install_models(base: Path, upscale_seed: int) -> Path:
             src = AMUSED / part
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, link / part)
     write_tiny_upscaler(base / "upscale_models" / mw.UPSCALE_MODEL, seed=upscale_seed)
+    write_tiny_selector(base / "tcts_selectors" / mw.SELECTOR)
     return base
+
+
+def write_tiny_selector(folder: Path) -> Path:
+    """A deterministic random TCTS selector for the tiny fixture generator (same files on every call)."""
+    from tcts.selector import SelectorConfig, TokenSelector, save_selector
+
+    torch.manual_seed(0)
+    save_selector(TokenSelector(SelectorConfig(codebook_size=64, text_hidden_size=16, hidden_size=16, num_layers=1,
+                                               num_heads=2, max_grid=(16, 16))), folder)
+    return folder
 
 
 class CliJob:
@@ -141,6 +152,8 @@ class CliRuns:
         self.work = work
         self.inputs = work / "inputs"
         mw.write_example_inputs(self.inputs)
+        self.selectors = work / "selectors"
+        write_tiny_selector(self.selectors / mw.SELECTOR)
         self.jobs: dict[tuple[str, ...], CliJob] = {}
         self.futures: dict[tuple[str, ...], object] = {}
         self.pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
@@ -240,9 +253,10 @@ class Env:
 def env(cli_runs, comfyui, pack, tmp_path_factory):
     fp = comfyui.folder_paths
     saved = {key: (list(fp.folder_names_and_paths[key][0]), fp.folder_names_and_paths[key][1])
-             for key in ("tcts", "upscale_models") if key in fp.folder_names_and_paths}
+             for key in ("tcts", "upscale_models", "tcts_selectors") if key in fp.folder_names_and_paths}
     models = _install_models(tmp_path_factory.mktemp("tcts-workflows") / "models", UPSCALE_SEED)
     comfyui.add_model_folder("tcts", models / "tcts")
+    comfyui.add_model_folder("tcts_selectors", models / "tcts_selectors")
     comfyui.add_model_folder("upscale_models", models / "upscale_models")
     input_dir = Path(fp.get_input_directory())
     for path in mw.write_example_inputs(input_dir):  # what the workflows' LoadImage nodes read
@@ -277,13 +291,27 @@ def _cli_argv(prompt: dict, sid: str, cli: CliRuns) -> list[str]:
     assert text["class_type"] == text_n["class_type"] == "TCTSTextEncode" and (pslot, nslot) == (0, 1)
     _, load, _ = _source(prompt, s["model"])
     assert load["class_type"] == "TCTSLoadModel" and load["inputs"]["model_name"] == MODEL
+    sampler = s.get("sampler") or ("tcts-fas" if "selector" in s else "fas")
     argv = ["generate", "--model", str(AMUSED), "--prompt", text["inputs"]["prompt"],
-            "--negative", text_n["inputs"]["negative"], "--sampler", s["sampler"], "--steps", str(s["steps"]),
+            "--negative", text_n["inputs"]["negative"], "--sampler", sampler, "--steps", str(s["steps"]),
             "--cfg", repr(float(s["cfg"])), "--seed", str(s["seed"]), "--batch-size", str(s["batch_size"]),
             "--schedule", s["schedule"], "--choice-temperature", repr(float(s["choice_temperature"])), "0.0",
             "--temperature", repr(float(s["temperature"]))]
     if s.get("repredict_visible"):
         argv.append("--repredict-visible")
+    if prompt[sid]["class_type"] == "TCTSFASSampler":
+        argv += ["--fas-statistic", s["statistic"], "--fas-q", repr(float(s["q"])), "--fas-cutoff", repr(float(s["cutoff"])),
+                 "--fas-regroup", s["regroup"], "--fas-freeze-after", repr(float(s["freeze_after"])),
+                 "--fas-low-scorer", s["low_scorer"], "--fas-start-frac", repr(float(s["start_frac"]))]
+        argv += ["--fas-smooth"] * bool(s["smooth"]) + ["--fas-invert"] * bool(s["invert"])
+        if s["layers"]:
+            argv += ["--fas-layers", s["layers"]]
+        if "selector" in s:
+            _, loader, _ = _source(prompt, s["selector"])
+            assert loader["class_type"] == "TCTSLoadSelector"
+            argv += ["--selector", str(cli.selectors / loader["inputs"]["selector_name"]),
+                     "--selector-guidance", repr(float(s["selector_guidance"])),
+                     "--selector-noise", repr(float(s["selector_noise"])), "--selector-choice", s["selector_choice"]]
     if "start_tokens" in s:
         _, encode, _ = _source(prompt, s["start_tokens"])
         assert encode["class_type"] == "TCTSVQEncode"
@@ -433,7 +461,7 @@ def _check_image_chain(env: Env, res, prompt: dict, ref, cli_images: dict, upsca
 EXPECTED_SIZES = {"tcts_txt2img_purity.json": (64, 64), "tcts_txt2img_uniform.json": (64, 64),
                   "tcts_txt2img_random_revoke.json": (64, 64), "tcts_img2img.json": (64, 64),
                   "tcts_inpaint.json": (64, 64), "tcts_chain_core_nodes.json": (128, 128),
-                  "tcts_upscale_model.json": (128, 128)}
+                  "tcts_upscale_model.json": (128, 128), "tcts_txt2img_tcts_fas.json": (64, 64)}
 
 
 def _run_and_compare(env: Env, name: str, upscale_seed: int = UPSCALE_SEED) -> None:
