@@ -59,7 +59,7 @@ def main() -> None:
         from tcts.shapes.patchcodes import PatchCodebook
 
         book = PatchCodebook.load(args.codes)
-        grids = [torch.from_numpy(book.encode(render_batch(world[i:i + 500]))).long()
+        grids = [torch.as_tensor(book.encode(render_batch(world[i:i + 500]))).long()
                  for i in range(0, len(world), 500)]
         items = list(zip(torch.cat(grids), captions))
     else:
