@@ -156,3 +156,33 @@ def test_shipped_demo_loads_with_diffusers_amused_pipeline():
     out = pipe("a small blue square on a striped background", num_inference_steps=4, guidance_scale=3.0,
                generator=torch.Generator().manual_seed(0), output_type="np")
     assert out.images.shape == (1, 64, 64, 3)
+
+
+def test_readme_main_command_draws_its_held_out_caption_offline(tmp_path):
+    """The README's first command, run as written (bundled model and selector, no network): the picture
+    shows the caption's objects with their colours on the right background (the detector reads it)."""
+    import re
+    import shlex
+
+    from PIL import Image
+
+    from tcts.shapes import detector
+    from tcts.shapes.world import parse_caption
+
+    if not (DEMO / "model_index.json").is_file() or not (ROOT / "models" / "shapes-demo-selector").is_dir():
+        pytest.skip("models/shapes-demo (+ selector) not exported yet")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"^bash scripts/tcts\.sh (generate .*?)(?<!\\)$", readme, re.M | re.S).group(1)
+    argv = shlex.split(command.replace("\\\n", " "))
+    prompt = argv[argv.index("--prompt") + 1]
+    assert parse_caption(prompt).heldout, "the README should show a caption the model never saw"
+    out = tmp_path / "scene.png"
+    argv[argv.index("--out") + 1] = str(out)
+    proc = subprocess.run([sys.executable, "-m", "tcts", *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import numpy as np
+
+    with Image.open(out) as im:
+        image = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+    result = detector.check(image, prompt)
+    assert all(o["found"] for o in result["objects"]) and result["background"], result
