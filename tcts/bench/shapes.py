@@ -360,8 +360,9 @@ def write_outputs(runner: Runner, rows: list[dict], references: list[dict], diff
     tables = {"main": main_table(rows, references), "hf": hf_table(rows, references),
               "bootstrap": bootstrap_table(differences)}
     markdown = render_markdown(s, runner.samplers, tables, environment, runner.size)
-    settings_json = {**asdict(s), "samplers_run": list(runner.samplers), "selector": str(s.selector_path),
+    settings_json = {**asdict(s), "samplers_run": list(runner.samplers), "selector": s.selector_path,
                      "size": runner.size, "metric_size": METRIC_SIZE}
+    settings_json = {k: shown_path(v) if isinstance(v, Path) else v for k, v in settings_json.items()}
     result = {"settings": settings_json, "environment": environment, "rows": rows, "references": references,
               "bootstrap": differences, "seconds": seconds}
     files = [str(plot), str(write_json_atomic(s.out / "results.json", _clean(result))),
@@ -369,10 +370,19 @@ def write_outputs(runner: Runner, rows: list[dict], references: list[dict], diff
     return {**result, "markdown": markdown, "files": files}
 
 
+def shown_path(path: Path) -> str:
+    """A path as results should show it: relative to the working directory when inside it (results are
+    committed; an absolute path names one machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def render_markdown(s: BenchSettings, samplers: Sequence[str], tables: dict[str, str], env: dict, size: int) -> str:
     return f"""# Shapes-world sampler benchmark
 
-`{s.model}` · {s.captions} {s.split} captions × {s.seeds} sampling seed(s) · cfg {s.cfg:g} ·
+`{shown_path(s.model)}` · {s.captions} {s.split} captions × {s.seeds} sampling seed(s) · cfg {s.cfg:g} ·
 {size} px decoded VQ images (metrics at {METRIC_SIZE} px) · samplers {', '.join(samplers)} ·
 steps {', '.join(map(str, s.steps))} · torch {env['torch']}, {env['threads']} thread(s), device {env['device']}.
 
