@@ -2,7 +2,7 @@
 
 Exact command (about 1–3 min per sampler x cfg x seed on a busy 2-core CPU)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/eval_model.py models/shapes-demo \
+    nice -n 19 .venv/bin/python scripts/shapes/eval_model.py models/shapes-demo \
         --captions 200 --seeds 0 1 --samplers uniform purity random-revoke --cfg 3 \
         --json /root/.cache/tcts-train/shapes/eval-demo.json --grid /root/.cache/tcts-train/shapes/eval-demo.png
 

@@ -2,7 +2,7 @@
 
 Exact command (a VQ folder with config.json + diffusion_pytorch_model.safetensors; ~1 min)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/eval_vq.py /root/.cache/tcts-train/shapes/vq/final
+    nice -n 19 .venv/bin/python scripts/shapes/eval_vq.py /root/.cache/tcts-train/shapes/vq/final
 
 Prints, for train and held-out captions: PSNR, agreement of the VQ's ids with the k-means codes,
 detector metrics on the encode -> decode reconstructions, a shuffled-caption control, and the

@@ -2,7 +2,7 @@
 
 Exact command (reads the latest generator checkpoint and the trained VQ; a few seconds)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/export.py --out models/shapes-demo
+    nice -n 19 .venv/bin/python scripts/shapes/export.py --out models/shapes-demo
 
 Writes ``model_index.json`` (``AmusedPipeline``), ``transformer/`` (``UVit2DModel`` config + fp16
 ``diffusion_pytorch_model.safetensors``, the EMA weights), ``vqvae/`` (``VQModel``, fp32),

@@ -2,7 +2,7 @@
 
 Exact command (under a minute: the world has only ~310 distinct cell patches)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/fit_codes.py
+    nice -n 19 .venv/bin/python scripts/shapes/fit_codes.py
 
 Writes ``/root/.cache/tcts-train/shapes/codes.safetensors`` (PCA mean/components, the 1024 x 32
 codebook, the mean patch of every code) and prints the tiled-decode PSNR on train and held-out renders.

@@ -2,7 +2,7 @@
 
 Exact command::
 
-    cd /work/main && .venv/bin/python scripts/shapes/report.py /root/.cache/tcts-train/shapes/gen/train.log
+    .venv/bin/python scripts/shapes/report.py /root/.cache/tcts-train/shapes/gen/train.log
 """
 from __future__ import annotations
 

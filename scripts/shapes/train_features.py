@@ -2,7 +2,7 @@
 
 Exact command (about 2 min on one busy CPU core; writes ~0.5 MB)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/train_features.py --out models/shapes-features
+    nice -n 19 .venv/bin/python scripts/shapes/train_features.py --out models/shapes-features
 
 Trains :class:`tcts.shapes.features.FeatureNet` on real renders of fresh scenes (every batch is new: scene
 ``j`` of step ``s`` is ``sample_scene([SEED, s, j], SPLIT)``), 64 px, to predict the background kind and, per

@@ -4,7 +4,7 @@ text encoder, MaskGIT-style, on the shapes world's train split.
 Exact command (background, resumable: the same command continues from the latest checkpoint in
 ``/root/.cache/tcts-train/shapes/gen``; needs ``codes.safetensors`` from ``fit_codes.py``)::
 
-    cd /work/main && nohup nice -n 19 .venv/bin/python scripts/shapes/train_generator.py \
+    nohup nice -n 19 .venv/bin/python scripts/shapes/train_generator.py \
         >> /root/.cache/tcts-train/shapes/gen.out 2>&1 &
 
 Recipe:

@@ -2,7 +2,7 @@
 
 Exact command (after ``export.py``; about 10-15 min on a busy 2-core CPU)::
 
-    cd /work/main && nice -n 19 .venv/bin/python scripts/shapes/train_selector.py \
+    nice -n 19 .venv/bin/python scripts/shapes/train_selector.py \
         --model models/shapes-demo --out /root/.cache/tcts-train/shapes/selector
     # then ship it:  cp -r /root/.cache/tcts-train/shapes/selector/selector models/shapes-demo-selector
 

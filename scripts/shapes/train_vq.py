@@ -3,7 +3,7 @@
 Exact command (background, resumable; re-running the same command continues from the latest
 checkpoint in ``/root/.cache/tcts-train/shapes/vq``; needs ``codes.safetensors`` from ``fit_codes.py``)::
 
-    cd /work/main && nohup nice -n 19 .venv/bin/python scripts/shapes/train_vq.py --steps 3000 \
+    nohup nice -n 19 .venv/bin/python scripts/shapes/train_vq.py --steps 3000 \
         >> /root/.cache/tcts-train/shapes/vq.out 2>&1 &
 
 Recipe. The codebook is the k-means patch alphabet of ``fit_codes.py`` (``quantize.embedding.weight``
