@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .atomic import atomic_write
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -41,12 +43,7 @@ class StderrProgress:
 
 
 def save_npy_atomic(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    try:
-        np.save(tmp, array)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
@@ -110,7 +107,10 @@ def run_generate(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: output folder {args.out.parent} does not exist")
     if args.mask is not None and args.init_image is None:
         raise SystemExit("error: --mask needs --init-image (the picture to inpaint)")
-    from .selector.cli import SELECTOR_SAMPLERS, selector_rule_options  # loads --selector before the model
+    from .selector.cli import (  # loads --selector before the model
+        SELECTOR_SAMPLERS,
+        selector_rule_options,
+    )
     if args.model is None and args.selector is None and args.sampler in SELECTOR_SAMPLERS:
         args.selector = default_selector_path() if default_selector_path().is_dir() else None
     selector_options = selector_rule_options(args, None, dtype=DTYPES[args.dtype], device=args.device)
@@ -126,7 +126,11 @@ def run_generate(args: argparse.Namespace) -> int:
     mask = load_mask(args.mask) if args.mask else None
     options = {"repredict_visible": True} if args.repredict_visible else {}
     options.update(selector_options)
-    from .cli_attention import check_attention_args, fas_rule_options, write_generation_maps
+    from .cli_attention import (
+        check_attention_args,
+        fas_rule_options,
+        write_generation_maps,
+    )
     options.update(fas_rule_options(args)), check_attention_args(args, pipe)
     result = pipe.generate(
         args.prompt, args.negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,

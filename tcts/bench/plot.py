@@ -6,11 +6,12 @@ points (e.g. real renders of other scenes), a legend, axis ticks and titles. Wri
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from ..atomic import atomic_write
 
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
@@ -108,14 +109,7 @@ def tradeoff_plot(series: dict[str, Sequence[Point]], path: str | Path, *,
         draw.text((lx + 32, ly + 8), name, fill="black", font=small, anchor="lm")
         ly += 22
     draw.text((lx, ly + 8), "labels: steps", fill=(90, 90, 90), font=small, anchor="lm")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def _finite(*values: float | None) -> bool:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..atomic import atomic_write
 from ..shapes.world import BACKGROUNDS
 
 MAIN_COLUMNS = (("whole", "whole ↑"), ("object_recall", "obj. recall"), ("shape", "shape"), ("size", "size"),
@@ -61,13 +61,7 @@ def bootstrap_table(differences: Sequence[dict]) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:

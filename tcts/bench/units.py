@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..shapes.detail import background_hf_energy
 from ..shapes.detector import check
 from ..shapes.features import FeatureNet, extract_features
@@ -67,13 +67,9 @@ def unit_key(spec: dict[str, Any]) -> str:
 
 def save_unit(unit: Unit, path: Path, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    try:
-        np.savez(tmp, key=np.array(key), checks=np.array(json.dumps(unit.checks)), features=unit.features,
-                 hf=unit.hf, seconds=np.array([unit.sample_seconds, unit.decode_seconds, unit.cpu_seconds]))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: np.savez(
+        tmp, key=np.array(key), checks=np.array(json.dumps(unit.checks)), features=unit.features, hf=unit.hf,
+        seconds=np.array([unit.sample_seconds, unit.decode_seconds, unit.cpu_seconds])), suffix=".npz")
 
 
 def load_unit(path: Path, key: str) -> Unit | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write
 from ..checkpoints import CheckpointError, load_strict, read_json, read_safetensors
 
 CLASS_NAME = "TCTSTokenSelector"
@@ -300,15 +300,6 @@ def check_selector_matches(selector: TokenSelector | SelectorConfig, generator: 
             f"gives width {text_hidden_size}; train a selector for this generator")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_selector(selector: TokenSelector, folder: str | Path) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``folder`` (created; files replaced atomically)."""
     from safetensors.torch import save_file
@@ -317,8 +308,8 @@ def save_selector(selector: TokenSelector, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in selector.state_dict().items()}
     meta = {"config": json.dumps(selector.config.to_json())}
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=meta))
-    _atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(selector.config.to_json(), indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=meta))
+    atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(selector.config.to_json(), indent=2) + "\n"))
     return folder
 
 

@@ -20,15 +20,15 @@ ReLU), flatten, ``Linear(4*4*64, 64)`` = the features, then ReLU and one linear 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..checkpoints import CheckpointError, load_strict, read_json, read_safetensors
 from .world import BACKGROUNDS, COLOURS, GRID, SHAPES, SIZES, Scene
 
@@ -147,15 +147,6 @@ def extract_features(net: FeatureNet, images: np.ndarray | torch.Tensor, batch: 
     return torch.cat(out).numpy() if out else np.zeros((0, net.config.feature_dim))
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_feature_net(net: FeatureNet, folder: str | Path) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``folder`` (created; files replaced atomically)."""
     from safetensors.torch import save_file
@@ -164,8 +155,8 @@ def save_feature_net(net: FeatureNet, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in net.state_dict().items()}
     config = asdict(net.config)
-    _atomic(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
-    _atomic(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": FORMAT}))
+    atomic_write(folder / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))
     return folder
 
 

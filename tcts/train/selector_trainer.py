@@ -34,21 +34,26 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..atomic import atomic_write
 from ..checkpoints import CheckpointError, read_safetensors
 from ..pipeline import Pipeline, micro_conditions
 from ..sampling.loop import Conditioning, draw_proposal, guided_logits
 from ..sampling.schedules import SCHEDULES, tokens_to_mask
-from ..selector.model import SelectorConfig, TokenSelector, check_selector_matches, save_selector
+from ..selector.model import (
+    SelectorConfig,
+    TokenSelector,
+    check_selector_matches,
+    save_selector,
+)
 from .data import CaptionDataset, tokenize_dataset
 from .ddp import DistInfo, all_reduce_sum, barrier, wrap_model
 
@@ -317,15 +322,6 @@ def evaluate(selector: TokenSelector, batches: Sequence[Batch], guidance: float 
 # Checkpoints (safetensors + JSON; no pickle)
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_training_state(folder: Path, *, step: int, selector: TokenSelector, optimizer: torch.optim.Optimizer,
                         ema: dict[str, torch.Tensor] | None, config: TrainConfig) -> None:
     """Weights, EMA and optimizer tensors in one safetensors file; everything else in JSON."""
@@ -344,10 +340,10 @@ def save_training_state(folder: Path, *, step: int, selector: TokenSelector, opt
             else:
                 scalars.setdefault(str(index), {})[name] = value
     meta = {"step": str(step)}
-    _atomic(folder / STATE_TENSORS, lambda p: save_file(tensors, str(p), metadata=meta))
+    atomic_write(folder / STATE_TENSORS, lambda p: save_file(tensors, str(p), metadata=meta))
     info = {"step": step, "train_config": config.to_json(), "selector_config": selector.config.to_json(),
             "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars}}
-    _atomic(folder / STATE_JSON, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    atomic_write(folder / STATE_JSON, lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
 
 
 def read_training_state(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
