@@ -47,3 +47,8 @@ def test_compiled_transformer_path_runs_and_counts_compilation_as_load():
     """``--compile`` (meant for GPUs) on the CPU fixture: torch.compile + warm-up happen before the timing."""
     result = speed.run_ours(str(AMUSED), 64, 3, 4.0, "a cat", "cpu", "float32", compile_model=True)
     assert result["load_s"] > result["image_s"] > 0
+
+
+def test_gpu_runs_warm_up_both_pipelines_but_cpu_runs_do_not():
+    assert speed.warms_up("cuda") and speed.warms_up("cuda:1")
+    assert not speed.warms_up("cpu")
