@@ -137,6 +137,8 @@ def test_bench_end_to_end_writes_tables_json_and_plot(tmp_path, bench_assets, ca
     for sampler in samplers:
         assert sum(line.startswith(f"| {sampler} | 2 |") for line in md.splitlines()) == 2   # main + HF table
     assert "| 2 | uniform − purity |" in md and "| 2 | tcts-fas − tcts |" in md
+    assert "| 2 | tcts-fas − purity |" in md                  # against the best persistent baseline
+    assert "random-revoke − uniform" not in md                # only pairs of samplers that ran
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
     assert [(r["sampler"], r["steps"]) for r in rows] == [(s, 2) for s in samplers]

@@ -186,3 +186,35 @@ def test_readme_main_command_draws_its_held_out_caption_offline(tmp_path):
         image = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
     result = detector.check(image, prompt)
     assert all(o["found"] for o in result["objects"]) and result["background"], result
+
+
+def _selector_labels_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("selector_labels", ROOT / "scripts" / "shapes" / "selector_labels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_selector_label_study_marks_object_tiles_and_background_cells():
+    from tcts.shapes.world import GRID, scene_from_caption
+
+    study = _selector_labels_script()
+    scene = scene_from_caption("a large red circle left of a small blue triangle on a noisy background")
+    cells = [c for row in study.region_map(scene, GRID) for c in row]
+    assert cells.count("object") == 4 * 4 + 2 * 2           # a large tile is 4 x 4 cells, a small one 2 x 2
+    assert cells.count("noisy") == GRID * GRID - 20
+
+
+def test_selector_label_study_splits_labels_and_flags_by_region(capsys, tmp_path):
+    if not (DEMO / "model_index.json").is_file() or not (ROOT / "models" / "shapes-demo-selector").is_dir():
+        pytest.skip("models/shapes-demo (+ selector) not exported yet")
+    study = _selector_labels_script()
+    study.main(["--examples", "32", "--codes", str(tmp_path / "absent.safetensors")])   # falls back to VQ tokens
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| ") and not l.startswith("| ---")]
+    rows = {l.split(" | ")[0][2:]: [float(x) for x in l.strip(" |").split(" | ")[1:]] for l in lines[1:]}
+    assert "object" in rows and set(rows) <= {"object", "flat", "gradient", "striped", "checkered", "noisy"}
+    for column in (0, 2, 3):            # share of tokens, of changed labels, of flagged tokens: each sums to 1
+        assert sum(r[column] for r in rows.values()) == pytest.approx(1.0, abs=0.005)
+    assert all(0 <= r[1] <= 1 for r in rows.values())     # label rate
