@@ -5,9 +5,13 @@
 #   2. two longer-trained TCTS selectors (same 3x128 architecture, and a larger 6x256), each then benchmarked
 #      with tcts and tcts-fas on the same captions/seeds: does a better selector change the TCTS results?
 #   3. bench-speed on the GPU (fp16, ours vs diffusers, aMUSEd-256/512 random full-size weights).
+# What happened on 2026-11-27 (H100, 16 cores): 1 and 3 finished (BENCHMARKS.md); both selector trainings ran
+# at ~2 s/step (not profiled; probably launch- and CPU-bound: 64-token batches, per-row CPU draws, five bench
+# processes beside them) and hit their timeout before the first export, so their benches had no selector. The longer
+# selector was then trained on the CPU and benchmarked by session2.sh.
 # Usage (repository root, python with torch + CUDA; codes from scripts/shapes/fit_codes.py):
-#   bash scripts/gpu_session.sh OUT_DIR CODES [BUDGET_SECONDS]
-# Test it on the CPU with small sizes: DEVICE=cpu CAPTIONS=8 SEEDS=1 SEL_STEPS=4 SPEED=0 bash scripts/gpu_session.sh ...
+#   bash scripts/gpu/session1.sh OUT_DIR CODES [BUDGET_SECONDS]
+# Test it on the CPU with small sizes: DEVICE=cpu CAPTIONS=8 SEEDS=1 SEL_STEPS=4 SPEED=0 bash scripts/gpu/session1.sh ...
 set -u
 out=${1:?output folder}; codes=${2:?codes.safetensors}; budget=${3:-500}
 device=${DEVICE:-cuda}; captions=${CAPTIONS:-1000}; seeds=${SEEDS:-2}; sel_steps=${SEL_STEPS:-3000}
