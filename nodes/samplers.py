@@ -54,6 +54,10 @@ def common_inputs() -> list:
                        tooltip="img2img/inpaint: fraction of the steps that run"),
         io.Combo.Input("strength_mode", options=["reference", "full"], default="reference", optional=True,
                        tooltip="reference: strength 1.0 masks nothing (diffusers quirk); full: masks everything"),
+        io.Boolean.Input("draw_on_device", default=False, optional=True,
+                         tooltip="draw tokens with generators on the GPU instead of the reference's CPU generators: "
+                                 "several times faster per step on a GPU, same image for the same seed on the same "
+                                 "GPU, but other images than diffusers/the CPU (no effect on the CPU)"),
     ]
 
 
@@ -61,7 +65,8 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
                 height: int, batch_size: int, steps: int, cfg: float, seed: int, schedule: str,
                 choice_temperature: float, temperature: float, preview: str = "colours",
                 start_tokens: TokenGrid | None = None, mask: torch.Tensor | None = None, strength: float = 0.5,
-                strength_mode: str = "reference", extra_patchers: Sequence[Any] = ()) -> TokenGrid:
+                strength_mode: str = "reference", draw_on_device: bool = False,
+                extra_patchers: Sequence[Any] = ()) -> TokenGrid:
     generator = model.model
     if schedule == MODEL_SCHEDULE:
         schedule = model.schedule
@@ -113,7 +118,8 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
         tokens = generate_tokens(generator, cond, sampler=rule, steps=steps, cfg=cfg, grid=grid, tokens=start,
                                  fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
                                  choice_temperature=(choice_temperature, 0.0), sampling_temperature=temperature,
-                                 rule_options=rule_options, generators=generators, callback=callback)
+                                 rule_options=rule_options, generators=generators, draw_on_device=draw_on_device,
+                                 callback=callback)
     return TokenGrid(tokens=bridge.to_output(tokens), codebook_size=int(generator.codebook_size), width=width,
                      height=height, family=model.family,
                      extras={"mask_id": mask_id, "prompt": pos.texts, "sampler": rule, "seed": seed})

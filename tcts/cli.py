@@ -83,6 +83,10 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="save the final token grid as .npy (int64 [H/16, W/16]; [B, ...] for batches)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer dtype (VQ stays fp32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--draw-on-device", action="store_true",
+                   help="draw tokens with per-image generators on --device instead of the reference's CPU "
+                        "generators: several times faster per step on a GPU, reproducible on the same GPU, but "
+                        "other images than diffusers for the same seed (no effect with --device cpu)")
     from .cli_attention import add_attention_arguments, add_fas_arguments
     add_fas_arguments(p), add_attention_arguments(p)
     p.set_defaults(func=run_generate)
@@ -137,7 +141,7 @@ def run_generate(args: argparse.Namespace) -> int:
         width=args.width, height=args.height, batch_size=args.batch_size, schedule=args.schedule,
         choice_temperature=tuple(args.choice_temperature), sampling_temperature=args.temperature,
         init_image=init, strength=args.strength, strength_mode=args.strength_mode, mask=mask,
-        rule_options=options, callback=StderrProgress(args.sampler))
+        rule_options=options, draw_on_device=args.draw_on_device, callback=StderrProgress(args.sampler))
     paths = output_paths(args.out.with_suffix(".png"), args.batch_size)
     for image, path in zip(result.images, paths):
         save_image(image, path)

@@ -20,7 +20,7 @@ ROOT = AMUSED.parents[2]
 def test_each_implementation_reports_times_and_peak_memory_from_a_child_process(impl):
     if impl == "diffusers":
         pytest.importorskip("diffusers")
-    args = argparse.Namespace(steps=3, cfg=4.0, device="cpu", dtype="float32", compile=False)
+    args = argparse.Namespace(steps=3, cfg=4.0, device="cpu", dtype="float32", compile=False, draw_on_device=False)
     result = speed.measure(impl, AMUSED, 64, args)
     for key in ("load_s", "image_s", "total_s", "step_s", "peak_rss_mb"):
         assert result[key] > 0, (key, result)
@@ -31,7 +31,8 @@ def test_table_shows_both_of_our_modes_against_the_reference_with_ratios():
     runs = {"diffusers": {"image_s": 10.0, "step_s": 1.0, "load_s": 2.0, "total_s": 12.0, "peak_rss_mb": 1000.0},
             "ours": {"image_s": 5.0, "step_s": 0.5, "load_s": 1.0, "total_s": 6.0, "peak_rss_mb": 900.0},
             "ours-sequential": {"image_s": 6.0, "step_s": 0.5, "load_s": 0.1, "total_s": 6.1, "peak_rss_mb": 600.0}}
-    args = argparse.Namespace(device="cpu", dtype="float32", steps=12, cfg=10.0, repeats=2, compile=False)
+    args = argparse.Namespace(device="cpu", dtype="float32", steps=12, cfg=10.0, repeats=2, compile=False,
+                              draw_on_device=False)
     text = speed.table({"amused-256": runs}, args)
     assert "| amused-256 | image_s | 5.00 | 6.00 | 10.00 | 0.50 | 0.60 | ≤ 0.67 |" in text
     assert "| amused-256 | peak_rss_mb | 900.00 | 600.00 | 1000.00 | 0.90 | 0.60 | ≤ 0.8 |" in text

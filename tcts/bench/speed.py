@@ -95,7 +95,7 @@ def warms_up(device: str) -> bool:
 
 
 def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str,
-             sequential: bool = False, compile_model: bool = False) -> dict:
+             sequential: bool = False, compile_model: bool = False, draw_on_device: bool = False) -> dict:
     """Our pipeline, fully loaded (as in ComfyUI and the library) or ``sequential`` (the CLI's one-shot
     mode: each component loaded for its phase and freed after it, so its loads fall inside ``image_s``)."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401  imports outside the timing,
@@ -110,11 +110,11 @@ def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device
         if compile_model:
             pipe.transformer = torch.compile(pipe.transformer)
         if compile_model or warms_up(device):   # a 2-step warm-up (compilation, CUDA kernels) counts as load
-            pipe.generate(prompt, width=size, height=size, steps=2, cfg=cfg, seed=0)
+            pipe.generate(prompt, width=size, height=size, steps=2, cfg=cfg, seed=0, draw_on_device=draw_on_device)
     load = time.perf_counter() - t0
     marks: list[float] = []
     t0 = time.perf_counter()
-    pipe.generate(prompt, width=size, height=size, steps=steps, cfg=cfg, seed=0,
+    pipe.generate(prompt, width=size, height=size, steps=steps, cfg=cfg, seed=0, draw_on_device=draw_on_device,
                   callback=lambda r: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
     return {"load_s": load, "image_s": total, "total_s": load + total,
@@ -152,7 +152,8 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "diffusers":
         result = run_diffusers(*common)
     else:
-        result = run_ours(*common, sequential=args.child == "ours-sequential", compile_model=args.compile)
+        result = run_ours(*common, sequential=args.child == "ours-sequential", compile_model=args.compile,
+                          draw_on_device=args.draw_on_device)
     result["peak_rss_mb"] = peak_rss_mb()
     if args.device.startswith("cuda"):
         result["max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -162,7 +163,7 @@ def child(args: argparse.Namespace) -> None:
 def measure(impl: str, folder: Path, size: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, "-m", "tcts.bench.speed", "--child", impl, "--folder", str(folder), "--size", str(size),
            "--steps", str(args.steps), "--cfg", str(args.cfg), "--device", args.device, "--dtype", args.dtype,
-           *(["--compile"] if args.compile else [])]
+           *(["--compile"] if args.compile else []), *(["--draw-on-device"] if args.draw_on_device else [])]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
@@ -179,7 +180,8 @@ def summarise(runs: list[dict]) -> dict:
 def table(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Device {args.device}, {args.dtype}, {args.steps} steps, cfg {args.cfg}, {args.repeats} alternating "
              f"repeats (medians); torch {torch.__version__}, {os.cpu_count()} CPUs"
-             f"{', ours with torch.compile' if args.compile else ''}. ``ours`` = fully loaded (ComfyUI, library); "
+             f"{', ours with torch.compile' if args.compile else ''}"
+             f"{', ours drawing tokens on the device (--draw-on-device)' if args.draw_on_device else ''}. ``ours`` = fully loaded (ComfyUI, library); "
              "``seq`` = the CLI's sequential one-shot mode (component loads fall inside its image time).", "",
              "| model | metric | ours | seq | diffusers | ours/diffusers | seq/diffusers | target |",
              "|---|---|---|---|---|---|---|---|"]
@@ -215,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to time (diffusers is the reference and always included)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile our transformer (worth it on GPU; compiling + a 2-step warm-up count as load)")
+    parser.add_argument("--draw-on-device", action="store_true",
+                        help="ours draws tokens on --device (Pipeline.generate(draw_on_device=True)) instead of the "
+                             "reference's CPU draws; diffusers always draws on the CPU")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)

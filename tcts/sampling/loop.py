@@ -75,10 +75,13 @@ def guided_logits(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioni
 
 
 def draw_proposal(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One categorical draw per position ``[B, N]``; row b uses ``generators[b]`` on the CPU in fp32
-    (the reference draws ``torch.multinomial`` over CPU fp32 probabilities)."""
-    draws = [torch.multinomial(p.float().cpu(), 1, generator=g)[:, 0] for p, g in zip(probs, generators)]
-    return torch.stack(draws).to(probs.device)
+    """One categorical draw per position ``[B, N]``; row b draws ``torch.multinomial`` over fp32 probabilities
+    on the device of ``generators[b]``. CPU generators (the default) reproduce the reference, which copies
+    the probabilities to the CPU every step; generators on the model's GPU skip that copy and the CPU draw,
+    which dominate a GPU step (BENCHMARKS.md), at the price of other tokens than the reference's."""
+    draws = [torch.multinomial(p.float().to(g.device), 1, generator=g)[:, 0].to(probs.device)
+             for p, g in zip(probs, generators)]
+    return torch.stack(draws)
 
 
 def validate_sampling_args(steps: int, cfg: float, sampling_temperature: float,
@@ -98,7 +101,7 @@ def validate_sampling_args(steps: int, cfg: float, sampling_temperature: float,
 def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, steps: int,
            grid: tuple[int, int] | None = None, tokens: torch.Tensor | None = None,
            fixed: torch.Tensor | None = None, generators: list[torch.Generator],
-           cfg: float = 10.0, schedule: str = "cosine",
+           draw_generators: list[torch.Generator] | None = None, cfg: float = 10.0, schedule: str = "cosine",
            choice_temperature: tuple[float, float] = (2.0, 0.0), sampling_temperature: float = 1.0,
            start_step: int = 0, starting_mask_ratio: float | torch.Tensor = 1,
            extras: dict | None = None,
@@ -109,7 +112,9 @@ def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule
     grid ``(h, w)`` starts fully masked. ``fixed`` marks positions that always keep their current token
     (inpaint outside the mask, edit outside the region). ``start_step`` skips the first steps of the
     schedule (img2img strength). ``generators`` holds one CPU generator per image: image b's draws come
-    only from ``generators[b]``, so a batch equals separate runs with the same seeds.
+    only from ``generators[b]``, so a batch equals separate runs with the same seeds. ``draw_generators``
+    (one per image, e.g. on the GPU) take over the proposal draws only; the rules' noise stays on
+    ``generators``.
     """
     validate_sampling_args(steps, cfg, sampling_temperature, choice_temperature, schedule)
     mask_id = model.vocab_size - 1
@@ -117,6 +122,9 @@ def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule
     batch = cond.batch_size
     if len(generators) != batch:
         raise ValueError(f"need one generator per image: got {len(generators)} for batch {batch}")
+    draw_generators = generators if draw_generators is None else draw_generators
+    if len(draw_generators) != batch:
+        raise ValueError(f"need one draw generator per image: got {len(draw_generators)} for batch {batch}")
     if tokens is None:
         if grid is None:
             raise ValueError("give either start tokens or a token grid size")
@@ -147,7 +155,7 @@ def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule
         if sampling_temperature != 1.0:
             logits = logits / sampling_temperature
         probs = logits.softmax(dim=-1)
-        sampled = draw_proposal(probs, generators)
+        sampled = draw_proposal(probs, draw_generators)
         unknown = flat == mask_id
         proposal = torch.where(unknown, sampled, flat)
         if rule.revocable and getattr(rule, "repredict_visible", False):
