@@ -6,11 +6,13 @@
 #   2. bench-speed with --draw-on-device (ours draws tokens on the GPU) against diffusers;
 #   3. the GPU test of draw_on_device.
 # Usage (repository root): bash scripts/gpu/session2.sh OUT_DIR SELECTOR_DIR
+# CPU smoke test: DEVICE=cpu CAPTIONS=4 SPEED=0 PYTHON=.venv/bin/python bash scripts/gpu/session2.sh OUT SELECTOR
 set -u
 out=${1:?output folder}; selector=${2:?selector folder}; python=${PYTHON:-python3}
+device=${DEVICE:-cuda}; captions=${CAPTIONS:-1000}
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 mkdir -p "$out"
-common=(--device cuda --batch-size 1000 --threads 2 --captions 1000 --seeds 1 --selector "$selector"
+common=(--device "$device" --batch-size 1000 --threads 2 --captions "$captions" --seeds 1 --selector "$selector"
         --out "$out/bench-long-selector")
 for sampler in tcts tcts-fas; do
     for steps in 8 16 25; do
@@ -21,7 +23,7 @@ done
 wait
 timeout 60 "$python" -m tcts bench "${common[@]}" --samplers tcts tcts-fas > "$out/bench-long-selector.log" 2>&1
 echo "selector bench: rc $? at ${SECONDS}s"
-timeout 130 "$python" -m tcts bench-speed --models amused-256 amused-512 --steps 12 --repeats 1 \
+[ "${SPEED:-1}" = 1 ] && timeout 130 "$python" -m tcts bench-speed --models amused-256 amused-512 --steps 12 --repeats 1 \
     --impls ours diffusers --dtype float16 --draw-on-device --weights /tmp/speed-weights --out "$out/speed" \
     > "$out/speed.log" 2>&1
 echo "bench-speed --draw-on-device: rc $? at ${SECONDS}s"
