@@ -8,7 +8,8 @@ Exact command (a few minutes on one CPU core)::
 Examples are made exactly as the selector trainer makes validation examples (``ExampleMaker.validation_set``:
 cfg 2, 16-step cosine schedule, steps 0..14 in turn) on train-split scenes of the training seed. Each token is
 an 8 px cell; it is an *object* cell when it lies under an object's tile, else a *background* cell of the
-scene's background kind. Printed per region: share of tokens, label rate (changed / tokens), share of all
+scene's background kind. Printed: the selector's precision and recall at the re-mask budget with their
+ceiling, its R-precision (precision among its top-k, k = the example's number of changed tokens), and per region: share of tokens, label rate (changed / tokens), share of all
 changed labels, share of the selector's flagged tokens (its top-``budget`` P(changed), the re-mask set the
 validation scores), and the selector's precision there.
 """
@@ -75,14 +76,17 @@ def main(argv: list[str] | None = None) -> None:
     selector = load_selector(args.selector, pipe.transformer).eval()
 
     count = defaultdict(lambda: torch.zeros(4))     # region -> [tokens, changed, flagged, flagged & changed]
-    done = 0
+    done = ceiling = r_hits = 0
     for batch in maker.validation_set(args.examples, batch_size=64):
         with torch.no_grad():
             q = selector(batch.tokens, batch.text, batch.t).float().flatten(1)
         flat_changed = batch.changed.flatten(1)
         for row in range(q.shape[0]):
             flagged = torch.zeros_like(flat_changed[row])
-            flagged[q[row].topk(int(batch.budget[row])).indices] = True
+            budget, changed = int(batch.budget[row]), int(flat_changed[row].sum())
+            flagged[q[row].topk(budget).indices] = True
+            ceiling += min(budget, changed)                              # the most a budget-sized set can hit
+            r_hits += int(flat_changed[row, q[row].topk(changed).indices].sum()) if changed else 0
             regions = [r for line in region_map(world[(done + row) % len(world)], GRID) for r in line]
             for i, region in enumerate(regions):
                 c, f = bool(flat_changed[row, i]), bool(flagged[i])
@@ -90,8 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         done += q.shape[0]
 
     total = sum(count.values())
-    print(f"{done} examples, {int(total[0])} tokens; changed rate {total[1] / total[0]:.3f}; "
-          f"selector precision {total[3] / total[2]:.3f}\n")
+    print(f"{done} examples, {int(total[0])} tokens; changed rate {total[1] / total[0]:.3f}; re-mask budget "
+          f"{total[2] / total[0]:.3f} of the tokens")
+    print(f"at the budget: precision {total[3] / total[2]:.3f} (ceiling {ceiling / total[2]:.3f}: a set of the "
+          f"budget's size holds at most the changed tokens), recall {total[3] / total[1]:.3f}")
+    print(f"R-precision (top #changed tokens per example): {r_hits / total[1]:.3f} (chance "
+          f"{total[1] / total[0]:.3f})\n")
     print("| region | share of tokens | label rate | share of changed | share of flagged | precision there |")
     print("| --- | --- | --- | --- | --- | --- |")
     for region in sorted(count, key=lambda r: -count[r][1]):
