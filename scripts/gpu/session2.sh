@@ -10,22 +10,23 @@
 set -u
 out=${1:?output folder}; selector=${2:?selector folder}; python=${PYTHON:-python3}
 device=${DEVICE:-cuda}; captions=${CAPTIONS:-1000}
+archive() { [ -n "${ARCHIVE:-}" ] && tar czf "$ARCHIVE" -C "$out" .; }   # after each phase: a cut run keeps it
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 mkdir -p "$out"
 common=(--device "$device" --batch-size 1000 --threads 2 --captions "$captions" --seeds 1 --selector "$selector"
         --out "$out/bench-long-selector")
 for sampler in tcts tcts-fas; do
     for steps in 8 16 25; do
-        timeout 150 "$python" -m tcts bench "${common[@]}" --samplers $sampler --steps $steps \
+        timeout 140 "$python" -m tcts bench "${common[@]}" --samplers $sampler --steps $steps \
             > "$out/bench-$sampler-$steps.log" 2>&1 &
     done
 done
 wait
 timeout 60 "$python" -m tcts bench "${common[@]}" --samplers tcts tcts-fas > "$out/bench-long-selector.log" 2>&1
-echo "selector bench: rc $? at ${SECONDS}s"
-[ "${SPEED:-1}" = 1 ] && timeout 130 "$python" -m tcts bench-speed --models amused-256 amused-512 --steps 12 --repeats 1 \
+echo "selector bench: rc $? at ${SECONDS}s"; archive
+[ "${SPEED:-1}" = 1 ] && timeout 110 "$python" -m tcts bench-speed --models amused-256 amused-512 --steps 12 --repeats 1 \
     --impls ours diffusers --dtype float16 --draw-on-device --weights /tmp/speed-weights --out "$out/speed" \
     > "$out/speed.log" 2>&1
-echo "bench-speed --draw-on-device: rc $? at ${SECONDS}s"
-timeout 60 "$python" -m pytest -q -p no:cacheprovider tests/test_draw_on_device.py > "$out/pytest.log" 2>&1
-echo "pytest: rc $? at ${SECONDS}s"
+echo "bench-speed --draw-on-device: rc $? at ${SECONDS}s"; archive
+timeout 45 "$python" -m pytest -q -p no:cacheprovider tests/test_draw_on_device.py > "$out/pytest.log" 2>&1
+echo "pytest: rc $? at ${SECONDS}s"; archive
