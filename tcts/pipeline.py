@@ -149,9 +149,9 @@ def generate_tokens(model: nn.Module, cond: Conditioning, *, sampler: str = "pur
     draw_generators = (make_generators(seed, cond.batch_size, device)
                        if draw_on_device and device.type != "cpu" else None)
     return sample(model, cond, rule, steps=steps, grid=grid, tokens=tokens, fixed=fixed,
-                  generators=generators, draw_generators=draw_generators, cfg=cfg, schedule=schedule, choice_temperature=choice_temperature,
-                  sampling_temperature=sampling_temperature, start_step=start_step,
-                  starting_mask_ratio=starting_mask_ratio, callback=callback)
+                  generators=generators, draw_generators=draw_generators, cfg=cfg, schedule=schedule,
+                  choice_temperature=choice_temperature, sampling_temperature=sampling_temperature,
+                  start_step=start_step, starting_mask_ratio=starting_mask_ratio, callback=callback)
 
 
 @dataclass

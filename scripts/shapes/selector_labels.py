@@ -9,9 +9,10 @@ Examples are made exactly as the selector trainer makes validation examples (``E
 cfg 2, 16-step cosine schedule, steps 0..14 in turn) on train-split scenes of the training seed. Each token is
 an 8 px cell; it is an *object* cell when it lies under an object's tile, else a *background* cell of the
 scene's background kind. Printed: the selector's precision and recall at the re-mask budget with their
-ceiling, its R-precision (precision among its top-k, k = the example's number of changed tokens), and per region: share of tokens, label rate (changed / tokens), share of all
-changed labels, share of the selector's flagged tokens (its top-``budget`` P(changed), the re-mask set the
-validation scores), and the selector's precision there.
+ceiling, its R-precision (precision among its top-k, k = the example's number of changed tokens), and per
+region: share of tokens, label rate (changed / tokens), share of all changed labels, share of the
+selector's flagged tokens (its top-``budget`` P(changed), the re-mask set the validation scores), and the
+selector's precision there.
 """
 from __future__ import annotations
 

@@ -181,8 +181,9 @@ def table(results: dict, args: argparse.Namespace) -> str:
     lines = [f"Device {args.device}, {args.dtype}, {args.steps} steps, cfg {args.cfg}, {args.repeats} alternating "
              f"repeats (medians); torch {torch.__version__}, {os.cpu_count()} CPUs"
              f"{', ours with torch.compile' if args.compile else ''}"
-             f"{', ours drawing tokens on the device (--draw-on-device)' if args.draw_on_device else ''}. ``ours`` = fully loaded (ComfyUI, library); "
-             "``seq`` = the CLI's sequential one-shot mode (component loads fall inside its image time).", "",
+             f"{', ours drawing tokens on the device (--draw-on-device)' if args.draw_on_device else ''}. "
+             "``ours`` = fully loaded (ComfyUI, library); ``seq`` = the CLI's sequential one-shot mode (component "
+             "loads fall inside its image time).", "",
              "| model | metric | ours | seq | diffusers | ours/diffusers | seq/diffusers | target |",
              "|---|---|---|---|---|---|---|---|"]
     targets = {"image_s": "≤ 0.67", "step_s": "≤ 0.67", "total_s": "—", "peak_rss_mb": "≤ 0.8",
