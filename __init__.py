@@ -1,7 +1,7 @@
 """tcts as a ComfyUI custom node pack (V3 API). Outside ComfyUI this file does nothing, so the engine
 (``tcts/``) and its CLI work anywhere."""
 try:
-    from comfy_api.latest import ComfyExtension as _ComfyExtension  # noqa: F401
+    import comfy_api  # noqa: F401
 except ImportError:  # not running inside ComfyUI
     pass
 else:

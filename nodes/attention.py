@@ -8,13 +8,13 @@ carrying per-step maps through the graph.
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.attention import FAS_STATISTICS, attention_maps, overlay, to_pixels, word_columns
 from ..tcts.pipeline import text_condition
 from . import bridge
 from .conditioning import text_condition_from_comfy
-from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
+from .types import EDITING_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 
 def check_tokens(tokens: TokenGrid, model: GeneratorBundle) -> torch.Tensor:
@@ -45,7 +45,7 @@ class TCTSAttentionMaps(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TCTSAttentionMaps", display_name="Attention Maps (word / FAS low frequency)",
-            category=ROOT_CATEGORY,
+            category=EDITING_CATEGORY,
             description="Runs the generator once on finished tokens with the prompt and returns the cross-attention "
                         "map of a word of the prompt (all its BPE pieces) and the FAS low-frequency group, as masks "
                         "(image size) and heat-map overlays.",

@@ -14,6 +14,7 @@ import comfy.utils
 import torch
 from PIL import Image
 
+from ..tcts.preview import CodeColours, code_colours, colour_preview
 from ..tcts.sampling import StepReport
 
 
@@ -44,8 +45,12 @@ def wrap_vq(model: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
 
 
 def load_for_use(*patchers: comfy.model_patcher.ModelPatcher) -> None:
-    """Ask ComfyUI's model manager to place the models on their compute device."""
-    mm.load_models_gpu(list(patchers))
+    """Ask ComfyUI's model manager to place the models on their compute device.
+
+    Whole: our modules are plain ``torch.nn`` layers, not ``comfy.ops`` ones, and the model manager can
+    only stream or partly offload the latter; in low-VRAM mode a partial load would leave one module's
+    weights split across devices."""
+    mm.load_models_gpu(list(patchers), force_full_load=True)
 
 
 class OutOfMemory(RuntimeError):
@@ -67,46 +72,32 @@ def to_output(t: torch.Tensor) -> torch.Tensor:
     return t.to(mm.intermediate_device())
 
 
-def codebook_palette(vq: torch.nn.Module) -> torch.Tensor:
-    """[K, 3] uint8 preview colours: the codebook's first 3 principal components, so similar codes get
-    similar colours (cheap previews without running the VQ decoder)."""
-    codes = vq.quantize.embedding.weight.detach().float().cpu()
-    centred = codes - codes.mean(0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    rgb = centred @ v[:3].T
-    lo, hi = rgb.min(0).values, rgb.max(0).values
-    return ((rgb - lo) / (hi - lo).clamp_min(1e-8) * 255).round().to(torch.uint8)
+def progress_preview(tokens: torch.Tensor, mask_id: int, colours: CodeColours | None, scale: int) -> Image.Image:
+    """The first image's tokens in the colours they decode to; without a VQ at hand, a map of what is
+    decided (light) and still masked (dark)."""
+    if colours is not None:
+        return colour_preview(tokens, colours, mask_id, scale)
+    grid = torch.where(tokens[0].cpu() == mask_id, 64, 200).to(torch.uint8)
+    image = Image.fromarray(grid.numpy(), mode="L").convert("RGB")
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
 
 
-def colour_preview(tokens: torch.Tensor, palette: torch.Tensor, mask_id: int) -> Image.Image:
-    """First image of the batch as a token-colour map; masked tokens grey."""
-    grid = tokens[0].cpu()
-    masked = grid == mask_id
-    rgb = palette[grid.clamp(max=palette.shape[0] - 1)]
-    rgb[masked] = 128
-    return Image.fromarray(rgb.numpy(), mode="RGB")
-
-
-def fallback_palette(codebook_size: int) -> torch.Tensor:
-    """Deterministic colours per code when no VQ is at hand."""
-    g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (codebook_size, 3), generator=g, dtype=torch.uint8)
-
-
-def progress_callback(steps: int, preview: str, mask_id: int, palette: torch.Tensor | None,
+def progress_callback(steps: int, preview: str, mask_id: int, vq: torch.nn.Module | None, vq_factor: int,
                       decode: Callable[[torch.Tensor], torch.Tensor] | None) -> Callable[[StepReport], None]:
     """Per step: raise if the user pressed Cancel, advance ComfyUI's progress bar, send a preview.
 
-    ``preview``: "colours" (token-colour map, cheap), "decode" (the VQ decodes the kept tokens every
-    step; masked tokens are shown as code 0), or "none".
+    ``preview``: "colours" (each kept token in the colour its code decodes to, masked tokens grey; cheap,
+    see ``tcts.preview``), "decode" (the VQ decodes the kept tokens every step; masked tokens are shown as
+    code 0), or "none".
     """
     bar = comfy.utils.ProgressBar(steps)
+    colours = code_colours(vq) if preview == "colours" and vq is not None else None
 
     def callback(report: StepReport) -> None:
         mm.throw_exception_if_processing_interrupted()
         image = None
-        if preview == "colours" and palette is not None:
-            image = colour_preview(report.tokens, palette, mask_id)
+        if preview == "colours":
+            image = progress_preview(report.tokens, mask_id, colours, vq_factor)
         elif preview == "decode" and decode is not None:
             visible = torch.where(report.masked, 0, report.tokens)[:1]
             pixels = decode(visible)[0]

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.text import MAX_TOKENS, TextCondition
-from .types import ROOT_CATEGORY
+from .types import CONDITIONING_CATEGORY
 
 
 def text_condition_from_comfy(conditioning: list, what: str, hidden_size: int, pooled_size: int) -> TextCondition:
@@ -59,7 +59,7 @@ class TextEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSTextEncode", display_name="Masked Generative Text Encode", category=ROOT_CATEGORY,
+            node_id="TCTSTextEncode", display_name="Masked Generative Text Encode", category=CONDITIONING_CATEGORY,
             description="Encodes a prompt and a negative prompt. Works like CLIP Text Encode, and also records the "
                         "prompt text and its token ids so attention-map and edit nodes can find a word.",
             inputs=[io.Clip.Input("clip"),

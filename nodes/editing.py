@@ -1,7 +1,7 @@
 """Mask-free Edit: change the object named by a word, keep every other token exactly (method.md §4)."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.attention import to_pixels
 from ..tcts.editing import STRATEGIES, THRESHOLDS, RegionOptions, mask_free_edit, resolve_strategy
@@ -13,14 +13,14 @@ from .attention import check_tokens, word_columns_from_comfy
 from .conditioning import text_condition_from_comfy
 from .samplers import PREVIEWS
 from .selector import SelectorBundle, SelectorType
-from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
+from .types import EDITING_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 
 class TCTSMaskFreeEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSMaskFreeEdit", display_name="Mask-free Edit", category=ROOT_CATEGORY,
+            node_id="TCTSMaskFreeEdit", display_name="Mask-free Edit", category=EDITING_CATEGORY,
             description="Edits an image without a hand-drawn mask: the cross-attention of a word of the source "
                         "prompt marks the region of that object; tokens outside it stay exactly the source tokens, "
                         "tokens inside are regenerated with the target prompt (TCTS when a selector is connected, "
@@ -85,7 +85,8 @@ class TCTSMaskFreeEdit(io.ComfyNode):
             patchers.append(model.vq.patcher)
         bridge.load_for_use(*patchers)
         decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
-        callback = bridge.progress_callback(steps, preview, mask_id, model.palette, decode)
+        callback = bridge.progress_callback(steps, preview, mask_id, model.vq.model if model.vq is not None else None,
+                                        model.vq_factor, decode)
         device = next(generator.parameters()).device
         result = mask_free_edit(generator, grid.to(device), text_condition(src, None, width, height, b),
                                 text_condition(tgt, neg, width, height, b), columns,

@@ -6,7 +6,7 @@ optional selector: without one the revocable (HIGH-frequency) group is sampled b
 """
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.attention import FAS_STATISTICS
 from ..tcts.sampling.fas import REGROUP
@@ -14,7 +14,7 @@ from ..tcts.selector import check_selector_matches
 from ..tcts.selector.rule import CHOICES
 from .samplers import common_inputs, run_sampler
 from .selector import SelectorBundle, SelectorType
-from .types import ROOT_CATEGORY, GeneratorBundle, TokensType
+from .types import SAMPLERS_CATEGORY, GeneratorBundle, TokensType
 
 LOW_SCORERS = ["inner", "purity", "confidence"]
 
@@ -52,7 +52,7 @@ class TCTSFASSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSFASSampler", display_name="TCTS + FAS Sampler", category=f"{ROOT_CATEGORY}/samplers",
+            node_id="TCTSFASSampler", display_name="TCTS + FAS Sampler", category=SAMPLERS_CATEGORY,
             description="Frequency Adaptive Sampling (Lee et al. 2023, project definition): each step the "
                         "generator's self-attention splits the tokens into LOW and HIGH frequency; LOW tokens are "
                         "kept persistently (never re-masked once kept), HIGH tokens revocably — by TCTS when a "

@@ -4,23 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import folder_paths
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.checkpoints import CheckpointError, load_transformer, load_vq, read_json
 from ..tcts.pipeline import check_compatible
 from . import bridge
 from .clip import clip_from_file, clip_from_folder
-from .folders import named_folders, register_model_folder
-from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, VQBundle, VQType
+from .folders import MODELS_FOLDER, named_folders
+from .types import LOADERS_CATEGORY, GeneratorBundle, ModelType, VQBundle, VQType
 
-MODELS_FOLDER = "tcts"
-PACK_MODELS = Path(__file__).resolve().parent.parent / "models"
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
-
-
-def register_model_folders() -> None:
-    """``models/tcts`` plus the pack's bundled ``models/`` (the demo model ships there)."""
-    register_model_folder(MODELS_FOLDER, PACK_MODELS)
 
 
 def model_folders() -> dict[str, Path]:
@@ -56,16 +49,14 @@ def clip_dtype():
 def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype: str) -> GeneratorBundle:
     patcher = bridge.wrap_generator(model, bridge.generator_dtype(model, dtype))
     vq_factor = int(vq.model.downscale_factor) if vq is not None else 16
-    palette = bridge.codebook_palette(vq.model) if vq is not None else bridge.fallback_palette(model.codebook_size)
-    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor, vq=vq,
-                           palette=palette)
+    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor, vq=vq)
 
 
 class LoadMaskedModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSLoadModel", display_name="Load Masked Generative Model", category=f"{ROOT_CATEGORY}/loaders",
+            node_id="TCTSLoadModel", display_name="Load Masked Generative Model", category=LOADERS_CATEGORY,
             description="Loads a diffusers-layout aMUSEd or Meissonic folder (transformer, VQ, text encoder, "
                         "tokenizer) from models/tcts or models/diffusers.",
             inputs=[
@@ -98,7 +89,7 @@ class LoadMaskedTransformer(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TCTSLoadTransformer", display_name="Load Masked Generative Transformer",
-            category=f"{ROOT_CATEGORY}/loaders",
+            category=LOADERS_CATEGORY,
             description="Loads a single aMUSEd or Meissonic transformer .safetensors from models/diffusion_models. "
                         "The config comes from the file's metadata, a <name>.json or config.json beside it, or is "
                         "inferred from the weights.",
@@ -116,7 +107,7 @@ class LoadVQ(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSLoadVQ", display_name="Load VQ-GAN", category=f"{ROOT_CATEGORY}/loaders",
+            node_id="TCTSLoadVQ", display_name="Load VQ-GAN", category=LOADERS_CATEGORY,
             description="Loads the aMUSEd/Meissonic VQ-GAN (.safetensors) from models/vae; runs in fp32.",
             inputs=[io.Combo.Input("vq_name", options=folder_paths.get_filename_list("vae"))],
             outputs=[VQType.Output(display_name="vq")])
@@ -132,7 +123,7 @@ class LoadTextEncoder(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TCTSLoadTextEncoder", display_name="Load Masked Generative Text Encoder",
-            category=f"{ROOT_CATEGORY}/loaders",
+            category=LOADERS_CATEGORY,
             description="Loads a CLIP-L (aMUSEd) or CLIP-H (Meissonic) text encoder with projection as a standard "
                         "CLIP whose encoding equals the reference (penultimate layer, projected pooled output). "
                         "A core CLIPLoader is not equivalent.",

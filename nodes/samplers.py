@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.images import mask_to_token_grid
 from ..tcts.pipeline import (decode_tokens, generate_tokens, img2img_start, make_generators, noise_for_img2img,
@@ -16,7 +16,7 @@ from ..tcts.pipeline import (decode_tokens, generate_tokens, img2img_start, make
 from ..tcts.sampling import SCHEDULES
 from . import bridge
 from .conditioning import text_condition_from_comfy
-from .types import ROOT_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
+from .types import SAMPLERS_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 PREVIEWS = ["colours", "decode", "none"]
 MODEL_SCHEDULE = "model default"
@@ -112,7 +112,8 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
     patchers += [model.vq.patcher] if preview == "decode" and model.vq is not None else []
     bridge.load_for_use(*patchers)
     decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
-    callback = bridge.progress_callback(steps, preview, mask_id, model.palette, decode)
+    callback = bridge.progress_callback(steps, preview, mask_id, model.vq.model if model.vq is not None else None,
+                                        model.vq_factor, decode)
     advice = "Try a smaller batch size or resolution, or the fp16/bf16 dtype in the loader."
     with bridge.unload_on_oom(f"sampling {batch_size} image(s) of {width}x{height} px", advice):
         tokens = generate_tokens(generator, cond, sampler=rule, steps=steps, cfg=cfg, grid=grid, tokens=start,
@@ -130,7 +131,7 @@ class PersistentSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TCTSPersistentSampler", display_name="Masked Sampler (Persistent: Purity / Uniform)",
-            category=f"{ROOT_CATEGORY}/samplers",
+            category=SAMPLERS_CATEGORY,
             description="Fixed samplers: once a token is kept it never changes. purity = MaskGIT/aMUSEd confidence "
                         "(reproduces the reference pipeline for the same seed); uniform = random order.",
             inputs=[io.Combo.Input("sampler", options=["purity", "uniform"], default="purity"), *common_inputs()],
@@ -146,7 +147,7 @@ class RevocableSampler(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="TCTSRevocableSampler", display_name="Masked Sampler (Revocable: Random Revoke)",
-            category=f"{ROOT_CATEGORY}/samplers",
+            category=SAMPLERS_CATEGORY,
             description="Revocable sampler: the kept set is re-drawn over all positions every step, so earlier "
                         "tokens can be revoked and resampled (Lee et al. 2023, RR baseline).",
             inputs=[io.Combo.Input("sampler", options=["random-revoke"], default="random-revoke"),

@@ -10,16 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.selector import check_selector_matches, is_selector_folder, load_selector
 from ..tcts.selector.rule import CHOICES
 from . import bridge
-from .folders import named_folders, register_model_folder
+from .folders import SELECTORS_FOLDER, named_folders
 from .samplers import common_inputs, run_sampler
-from .types import ROOT_CATEGORY, GeneratorBundle, TokensType
+from .types import LOADERS_CATEGORY, SAMPLERS_CATEGORY, GeneratorBundle, TokensType
 
-SELECTORS_FOLDER = "tcts_selectors"
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 SelectorType = io.Custom("TCTS_SELECTOR")
 
@@ -36,16 +35,8 @@ class SelectorBundle:
         return self.patcher.model
 
 
-def register_selector_folder() -> None:
-    """``models/tcts_selectors`` plus the pack's bundled ``models/`` (the demo selector ships there)."""
-    from .loaders import PACK_MODELS
-
-    register_model_folder(SELECTORS_FOLDER, PACK_MODELS)
-
-
 def selector_folders() -> dict[str, Path]:
     """Name -> path of every selector folder (``config.json`` + ``model.safetensors``) in the model paths."""
-    register_selector_folder()
     return named_folders((SELECTORS_FOLDER,), is_selector_folder)
 
 
@@ -59,14 +50,11 @@ def resolve_selector(name: str) -> Path:
     return folders[name]
 
 
-register_selector_folder()
-
-
 class LoadSelector(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSLoadSelector", display_name="Load Token Selector", category=f"{ROOT_CATEGORY}/loaders",
+            node_id="TCTSLoadSelector", display_name="Load Token Selector", category=LOADERS_CATEGORY,
             description="Loads a trained TCTS token selector (a folder with config.json + model.safetensors from "
                         "`python -m tcts train-selector`) from models/tcts_selectors. A selector is trained for one "
                         "generator: its codebook size and text width must match the model it samples with.",
@@ -89,7 +77,7 @@ class TCTSSelectorSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSSelectorSampler", display_name="TCTS Sampler", category=f"{ROOT_CATEGORY}/samplers",
+            node_id="TCTSSelectorSampler", display_name="TCTS Sampler", category=SAMPLERS_CATEGORY,
             description="Text-conditioned token selection (Lee et al. 2023): every step a trained selector scores "
                         "the whole proposed token map against the prompt and the most trustworthy tokens are kept; "
                         "the rest, including earlier tokens it now distrusts, are re-masked (revocable).",

@@ -1,11 +1,11 @@
 """VQ Encode (IMAGE -> tokens) and VQ Decode (tokens -> IMAGE)."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api import io
 
 from ..tcts.pipeline import decode_tokens, encode_images
 from . import bridge
-from .types import ROOT_CATEGORY, TokenGrid, TokensType, VQBundle, VQType
+from .types import TOKENS_CATEGORY, TokenGrid, TokensType, VQBundle, VQType
 
 
 def check_codebook(grid: TokenGrid, vq: VQBundle) -> None:
@@ -18,7 +18,7 @@ class VQDecode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSVQDecode", display_name="VQ Decode (tokens to image)", category=ROOT_CATEGORY,
+            node_id="TCTSVQDecode", display_name="VQ Decode (tokens to image)", category=TOKENS_CATEGORY,
             description="Decodes a token grid to an IMAGE (values 0..1) with the VQ-GAN.",
             inputs=[VQType.Input("vq"), TokensType.Input("tokens")],
             outputs=[io.Image.Output(display_name="image")])
@@ -39,7 +39,7 @@ class VQEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSVQEncode", display_name="VQ Encode (image to tokens)", category=ROOT_CATEGORY,
+            node_id="TCTSVQEncode", display_name="VQ Encode (image to tokens)", category=TOKENS_CATEGORY,
             description="Encodes an IMAGE to a token grid (one token per 16x16 pixels) for img2img, inpainting "
                         "and editing. Width and height must be multiples of 16 (scale or crop first).",
             inputs=[VQType.Input("vq"), io.Image.Input("image")],

@@ -9,9 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from comfy_api.latest import io
+from .api import io
 
 ROOT_CATEGORY = "tcts"
+#: every node sits in one of these (one tree in the node library and the search)
+LOADERS_CATEGORY = f"{ROOT_CATEGORY}/loaders"
+CONDITIONING_CATEGORY = f"{ROOT_CATEGORY}/conditioning"
+SAMPLERS_CATEGORY = f"{ROOT_CATEGORY}/samplers"
+TOKENS_CATEGORY = f"{ROOT_CATEGORY}/tokens"
+EDITING_CATEGORY = f"{ROOT_CATEGORY}/editing"
 
 ModelType = io.Custom("TCTS_MODEL")
 VQType = io.Custom("TCTS_VQ")
@@ -26,8 +32,7 @@ class GeneratorBundle:
     name: str
     schedule: str = "cosine"             # the checkpoint's default mask schedule
     vq_factor: int = 16
-    vq: "VQBundle | None" = None         # the folder's VQ, when loaded together (for decoded previews)
-    palette: torch.Tensor | None = None  # [K, 3] uint8 colours per code for cheap previews
+    vq: "VQBundle | None" = None         # the folder's VQ, when loaded together (for previews)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -314,8 +314,14 @@ def save_selector(selector: TokenSelector, folder: str | Path) -> Path:
 
 
 def is_selector_folder(path: str | Path) -> bool:
+    """A folder with weights and a config that declares a TCTS selector (other models share the layout)."""
     path = Path(path)
-    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+    if not ((path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()):
+        return False
+    try:
+        return json.loads((path / CONFIG_NAME).read_text(encoding="utf-8")).get("_class_name") == CLASS_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_selector(path: str | Path, generator: nn.Module | None = None, *, codebook_size: int | None = None,
