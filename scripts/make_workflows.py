@@ -11,11 +11,13 @@ Commands (from the repository root; ComfyUI is the test harness's tree, see ``te
 set up by ``bash scripts/test.sh`` or ``.venv/bin/python -m tests.support.comfyui setup``)::
 
     .venv/bin/python scripts/make_workflows.py                # (re)write workflows/*.json
+    .venv/bin/python scripts/make_workflows.py --thumbnails   # ... and their template thumbnails (*.jpg)
     .venv/bin/python scripts/make_workflows.py --check        # exit 1 if a committed file is out of date
     .venv/bin/python scripts/make_workflows.py --inputs DIR   # only write the example input images into DIR
-                                                              # (e.g. ComfyUI/input): tcts_example.png and
-                                                              # tcts_example_inpaint.png (alpha = mask);
-                                                              # needs just Pillow (any Python, e.g. ComfyUI's)
+                                                              # (default for the pack: workflows/inputs, which
+                                                              # the pack copies into ComfyUI's input folder):
+                                                              # tcts_example.png, tcts_example_inpaint.png
+                                                              # (alpha = mask); needs the engine and Pillow
 
 ``tests/test_workflows.py`` runs the same builder against the test session's registry and fails when a
 committed file differs from what this script would write, then executes every workflow.
@@ -44,7 +46,12 @@ PROMPT = "a large red circle left of a small blue triangle on a striped backgrou
 NEGATIVE = ""
 INPUT_IMAGE = "tcts_example.png"
 INPAINT_IMAGE = "tcts_example_inpaint.png"
-UPSCALE_MODEL = "2x_upscaler.safetensors"
+#: the upscale model of the upscale workflow: the x4 RealESRGAN that ComfyUI's own templates offer for download
+#: (the frontend's missing-model dialog takes the URL from the node's ``properties.models``); the
+#: workflow scales its x4 output by 0.5, so the picture comes out x2
+UPSCALE_MODEL = "RealESRGAN_x4plus.safetensors"
+UPSCALE_MODEL_URL = "https://huggingface.co/Comfy-Org/Real-ESRGAN_repackaged/resolve/main/RealESRGAN_x4plus.safetensors"
+UPSCALE_MODEL_SCALE = 4
 #: sampler settings of the demo workflows (the shapes study found cfg ~2 best and 8 steps enough)
 SAMPLER_SETTINGS = dict(width=64, height=64, batch_size=1, steps=8, cfg=2.0, seed=(42, "fixed"),
                         schedule="cosine", choice_temperature=2.0, temperature=1.0, preview="colours")
@@ -86,6 +93,7 @@ class Node:
     size: tuple[float, float] | None = None
     title: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    models: list[dict[str, str]] = field(default_factory=list)  # downloads the frontend offers when missing
 
     def out(self, name: str) -> Out:
         return Out(self, name)
@@ -93,12 +101,20 @@ class Node:
 
 @dataclass
 class Graph:
-    name: str
+    """One workflow. ``title`` is its file name (without ``.json``), which the template browser shows as
+    the card's title and, with ``-``/``_`` as spaces, its description; ``slug`` names its outputs."""
+
+    title: str
+    slug: str
     nodes: list[Node] = field(default_factory=list)
     groups: list[tuple[str, list[Node], str]] = field(default_factory=list)
 
-    def node(self, type: str, pos: tuple[float, float], *, size=None, title=None, **values) -> Node:
-        n = Node(len(self.nodes) + 1, type, pos, values, size, title)
+    @property
+    def file_name(self) -> str:
+        return f"{self.title}.json"
+
+    def node(self, type: str, pos: tuple[float, float], *, size=None, title=None, models=(), **values) -> Node:
+        n = Node(len(self.nodes) + 1, type, pos, values, size, title, models=list(models))
         self.nodes.append(n)
         return n
 
@@ -141,34 +157,53 @@ def _sampler(g: Graph, kind: str, load: Node, text: Node, pos, **values) -> Node
                   positive=text.out("positive"), negative=text.out("negative"), **settings)
 
 
-def txt2img(name: str, kind: str, note: str, post: str | None = None) -> Graph:
-    """Load -> encode -> sampler -> VQ decode [-> post-processing] -> SaveImage."""
-    g = Graph(name)
+def _save(g: Graph, image: Out, pos, what: str = "") -> Node:
+    return g.node("SaveImage", pos, size=(300, 340), images=image, filename_prefix=f"tcts/{g.slug}{what}")
+
+
+def txt2img(title: str, slug: str, kind: str, note: str) -> Graph:
+    """Load -> encode -> sampler -> VQ decode -> SaveImage."""
+    g = Graph(title, slug)
     g.note(note + "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 330))
     load, text = _model_and_prompt(g)
     sampler = _sampler(g, kind, load, text, (800, 40))
     decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
-    image, x = decode.out("image"), 1420
-    chain = []
-    if post == "scale":
-        scale = g.node("ImageScaleBy", (x, 40), image=image, upscale_method="lanczos", scale_by=2.0)
-        image, x = scale.out("IMAGE"), x + 340
-        chain = [scale]
-    elif post == "upscale_model":
-        loader = g.node("UpscaleModelLoader", (x, 190), model_name=UPSCALE_MODEL)
-        up = g.node("ImageUpscaleWithModel", (x, 40), upscale_model=loader.out("UPSCALE_MODEL"), image=image)
-        image, x = up.out("IMAGE"), x + 340
-        chain = [up, loader]
-    save = g.node("SaveImage", (x, 40), images=image, filename_prefix=f"tcts/{name.removeprefix('tcts_')}")
+    save = _save(g, decode.out("image"), (1420, 40))
     g.group("1 · model and prompt", [load, text])
     g.group("2 · sample tokens", [sampler])
-    g.group("3 · decode" + (" and upscale" if chain else "") + " and save", [decode, *chain, save])
+    g.group("3 · decode and save", [decode, save])
+    return g
+
+
+def upscale(title: str, slug: str, note: str, with_model: bool) -> Graph:
+    """Purity txt2img, VQ decode -> Preview Image (the 64 px picture) and -> x2 upscale -> SaveImage."""
+    g = Graph(title, slug)
+    g.note(note + "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 430))
+    load, text = _model_and_prompt(g)
+    sampler = _sampler(g, "purity", load, text, (800, 40))
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    preview = g.node("PreviewImage", (1160, 200), size=(240, 270), images=decode.out("image"))
+    if with_model:
+        loader = g.node("UpscaleModelLoader", (1420, 330), model_name=UPSCALE_MODEL,
+                        models=[{"name": UPSCALE_MODEL, "url": UPSCALE_MODEL_URL, "directory": "upscale_models"}])
+        up = g.node("ImageUpscaleWithModel", (1420, 40), upscale_model=loader.out("UPSCALE_MODEL"),
+                    image=decode.out("image"))
+        scale = g.node("ImageScaleBy", (1420, 170), image=up.out("IMAGE"), upscale_method="lanczos",
+                       scale_by=2.0 / UPSCALE_MODEL_SCALE)
+        chain = [up, scale, loader]
+    else:
+        scale = g.node("ImageScaleBy", (1420, 40), image=decode.out("image"), upscale_method="lanczos", scale_by=2.0)
+        chain = [scale]
+    save = _save(g, scale.out("IMAGE"), (1780, 40))
+    g.group("1 · model and prompt", [load, text])
+    g.group("2 · sample tokens", [sampler])
+    g.group("3 · decode, preview, upscale and save", [decode, preview, *chain, save])
     return g
 
 
 def txt2img_tcts_fas() -> Graph:
     """Load model + Load Token Selector -> TCTS + FAS Sampler -> VQ decode -> SaveImage."""
-    g = Graph("tcts_txt2img_tcts_fas")
+    g = Graph("Text to image - TCTS + FAS", "txt2img_tcts_fas")
     g.note("**Text to image, TCTS + FAS** (the paper's sampler): each step the generator's self-attention "
            "splits the tokens into low- and high-frequency groups; low-frequency areas are kept persistently "
            "(no over-simplified backgrounds), high-frequency areas are re-masked by the learned token selector "
@@ -184,7 +219,7 @@ def txt2img_tcts_fas() -> Graph:
                      **FAS_SETTINGS, **{**SAMPLER_SETTINGS, "steps": 16}, selector_guidance=1.0, selector_noise=0.0,
                      selector_choice="topk")
     decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
-    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/txt2img_tcts_fas")
+    save = _save(g, decode.out("image"), (1420, 40))
     g.group("1 · model, selector and prompt", [load, text, selector])
     g.group("2 · sample tokens", [sampler])
     g.group("3 · decode and save", [decode, save])
@@ -192,20 +227,21 @@ def txt2img_tcts_fas() -> Graph:
 
 
 def img2img() -> Graph:
-    g = Graph("tcts_img2img")
-    g.note("**img2img**: *VQ Encode* turns your image (Load Image: pick your own; the size must be a "
-           "multiple of 16 px, 32 for models that downsample, e.g. 64x64 for the demo model) into "
-           "tokens; the sampler re-masks part of them and regenerates. `strength` = fraction of the steps "
-           "that run (0.5: half). `strength_mode` reference reproduces diffusers (strength 1.0 then masks "
-           "*nothing*); full makes 1.0 a pure text-to-image run. Width/height are taken from the image."
-           "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 420))
+    g = Graph("Image to image", "img2img")
+    g.note("**img2img**: *VQ Encode* turns your image into tokens; the sampler re-masks part of them and "
+           "regenerates. The example image `tcts_example.png` is copied into ComfyUI's `input/` folder when "
+           "the pack loads; pick your own in *Load Image* (the size must be a multiple of the model's token "
+           "size: 8 px for the demo model, 16 px for aMUSEd, 32 px for models that downsample). `strength` = "
+           "fraction of the steps that run (0.5: half). `strength_mode` reference reproduces diffusers "
+           "(strength 1.0 then masks *nothing*); full makes 1.0 a pure text-to-image run. Width/height are "
+           "taken from the image.\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 460))
     load, text = _model_and_prompt(g)
     image = g.node("LoadImage", (360, 360), size=(320, 330), image=INPUT_IMAGE)
     encode = g.node("TCTSVQEncode", (800, 560), vq=load.out("vq"), image=image.out("IMAGE"))
     sampler = _sampler(g, "purity", load, text, (800, 40), start_tokens=encode.out("tokens"), strength=0.5,
                        strength_mode="reference")
     decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
-    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/img2img")
+    save = _save(g, decode.out("image"), (1420, 40))
     g.group("1 · model, prompt and image", [load, text, image])
     g.group("2 · encode and sample", [sampler, encode])
     g.group("3 · decode and save", [decode, save])
@@ -213,19 +249,20 @@ def img2img() -> Graph:
 
 
 def inpaint() -> Graph:
-    g = Graph("tcts_inpaint")
-    g.note("**Inpaint**: Load Image gives the picture *and* its mask (transparent pixels = regenerate; "
-           "right-click the node → *Open in MaskEditor* to paint one on your own image). The mask is "
-           "resized to the token grid (one token per 16x16 px) and thresholded at 0.5; tokens outside it "
-           "are kept. Linear schedule and strength 1.0, like diffusers' AmusedInpaintPipeline."
-           "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 400))
+    g = Graph("Inpaint", "inpaint")
+    g.note("**Inpaint**: Load Image gives the picture *and* its mask (transparent pixels = regenerate). The "
+           "example `tcts_example_inpaint.png` (copied into ComfyUI's `input/` folder when the pack loads) has "
+           "a transparent hole around the triangle; for your own image right-click *Load Image* → *Open in "
+           "MaskEditor* and paint one. The mask is resized to the token grid and thresholded at 0.5; tokens "
+           "outside it are kept. Linear schedule and strength 1.0, like diffusers' AmusedInpaintPipeline."
+           "\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 440))
     load, text = _model_and_prompt(g)
     image = g.node("LoadImage", (360, 360), size=(320, 330), image=INPAINT_IMAGE)
     encode = g.node("TCTSVQEncode", (800, 560), vq=load.out("vq"), image=image.out("IMAGE"))
     sampler = _sampler(g, "purity", load, text, (800, 40), schedule="linear", start_tokens=encode.out("tokens"),
                        mask=image.out("MASK"), strength=1.0, strength_mode="reference")
     decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
-    save = g.node("SaveImage", (1420, 40), images=decode.out("image"), filename_prefix="tcts/inpaint")
+    save = _save(g, decode.out("image"), (1420, 40))
     g.group("1 · model, prompt, image and mask", [load, text, image])
     g.group("2 · encode and sample", [sampler, encode])
     g.group("3 · decode and save", [decode, save])
@@ -239,13 +276,14 @@ EDIT_TARGET = "a large red square left of a small blue triangle on a striped bac
 
 def mask_free_edit() -> Graph:
     """Load Image -> VQ Encode -> Mask-free Edit (source / target prompt, word) -> decode + save, region saved."""
-    g = Graph("tcts_mask_free_edit")
+    g = Graph("Mask-free edit", "mask_free_edit")
     g.note("**Mask-free edit**: no mask to paint. The cross-attention of a *word* of the source prompt (here "
            f"`{EDIT_WORD}`) in your image marks that object's region; tokens outside it stay exactly the image's "
            "tokens, tokens inside are regenerated with the target prompt (TCTS when a selector is connected, "
            "else random-revoke; schedule over the region only). The source prompt should describe the image and "
            "contain the word (Masked Generative Text Encode records its tokens). `threshold`/`k`/`top_q`/`dilate` "
-           "size the region; the second Save Image shows it." + "\n\n"
+           "size the region; the second Save Image shows it. The example image `tcts_example.png` is copied into "
+           "ComfyUI's `input/` folder when the pack loads." + "\n\n"
            + COMMON_NOTE.format(model=MODEL).replace("python -m tcts generate", "python -m tcts edit"),
            (0, 330), size=(330, 460))
     load, source = _model_and_prompt(g)
@@ -258,10 +296,9 @@ def mask_free_edit() -> Graph:
                   negative=target.out("negative"), word=EDIT_WORD, strategy="auto", steps=8, cfg=2.0,
                   seed=(42, "fixed"), schedule="linear")
     decode = g.node("TCTSVQDecode", (1180, 40), vq=load.out("vq"), tokens=edit.out("tokens"))
-    save = g.node("SaveImage", (1440, 40), images=decode.out("image"), filename_prefix="tcts/mask_free_edit")
+    save = _save(g, decode.out("image"), (1440, 40))
     region = g.node("MaskToImage", (1180, 420), mask=edit.out("region"))
-    save_region = g.node("SaveImage", (1440, 420), images=region.out("IMAGE"),
-                         filename_prefix="tcts/mask_free_edit_region")
+    save_region = _save(g, region.out("IMAGE"), (1440, 420), "_region")
     g.group("1 · model, prompts and image", [load, source, target, image])
     g.group("2 · encode and edit", [edit, encode])
     g.group("3 · decode and save (edit, region)", [decode, save, region, save_region])
@@ -270,25 +307,29 @@ def mask_free_edit() -> Graph:
 
 def all_graphs() -> list[Graph]:
     return [
-        txt2img("tcts_txt2img_purity", "purity",
+        txt2img("Text to image - Purity", "txt2img_purity", "purity",
                 "**Text to image, Purity** (MaskGIT / aMUSEd confidence order): reproduces diffusers' "
                 "AmusedPipeline token for token for the same seed and settings. Tokens are kept once chosen."),
-        txt2img("tcts_txt2img_uniform", "uniform",
+        txt2img("Text to image - Uniform", "txt2img_uniform", "uniform",
                 "**Text to image, Uniform**: persistent like Purity, but the positions to keep each step "
                 "are drawn at random instead of by confidence (often better object coverage)."),
-        txt2img("tcts_txt2img_random_revoke", "random-revoke",
+        txt2img("Text to image - Random Revoke", "txt2img_random_revoke", "random-revoke",
                 "**Text to image, Random Revoke** (revocable): every step the kept set is drawn afresh "
                 "over all positions, so earlier tokens can be revoked and resampled."),
         txt2img_tcts_fas(),
         img2img(),
         inpaint(),
-        txt2img("tcts_chain_core_nodes", "purity",
+        upscale("Upscale with a core node", "upscale_core",
                 "**Chaining core nodes**: *VQ Decode* gives a standard IMAGE, so any core node can follow; "
-                "here *Upscale Image By* (lanczos, x2) before *Save Image*.", post="scale"),
-        txt2img("tcts_upscale_model", "purity",
-                "**Upscale with a model**: put any x2 upscale model (ESRGAN, RealESRGAN, Compact, ... as "
-                f"spandrel loads them) in `ComfyUI/models/upscale_models/` and pick it in *Load Upscale Model* "
-                f"(the file name `{UPSCALE_MODEL}` is a placeholder).", post="upscale_model"),
+                "here *Upscale Image By* (lanczos, x2) before *Save Image*. *Preview Image* shows the model's "
+                "own picture.", with_model=False),
+        upscale("Upscale with a model (RealESRGAN)", "upscale_model",
+                "**Upscale with a model**: *Upscale Image (using Model)* with RealESRGAN x4plus, then *Upscale "
+                "Image By* 0.5, so the picture comes out x2. If the model is missing, ComfyUI offers it for "
+                f"download when the workflow opens; or download `{UPSCALE_MODEL}` yourself from "
+                f"{UPSCALE_MODEL_URL} and put it in `ComfyUI/models/upscale_models/`, then press R (refresh). "
+                "Any other upscale model works too: pick it in *Load Upscale Model* and set the scale to "
+                "2 / its factor.", with_model=True),
         mask_free_edit(),
     ]
 
@@ -360,13 +401,13 @@ def build(graph: Graph, lookup: Lookup) -> dict:
             continue
         info = lookup(n.type)
         if info is None:
-            raise WorkflowSpecError(f"{graph.name}: node type {n.type} is not registered")
+            raise WorkflowSpecError(f"{graph.title}: node type {n.type} is not registered")
         infos[n.id] = info
 
     def out_slot(o: Out) -> tuple[int, str]:
         info = infos[o.node.id]
         if info is None:
-            raise WorkflowSpecError(f"{graph.name}: {o.node.type} has no outputs")
+            raise WorkflowSpecError(f"{graph.title}: {o.node.type} has no outputs")
         names, types = list(info.get("output_name") or info["output"]), list(info["output"])
         for i, name in enumerate(names):
             if name == o.name:
@@ -374,7 +415,7 @@ def build(graph: Graph, lookup: Lookup) -> dict:
         if types.count(o.name) == 1:
             i = types.index(o.name)
             return i, types[i]
-        raise WorkflowSpecError(f"{graph.name}: {o.node.type} (node {o.node.id}) has no output {o.name!r} ({names})")
+        raise WorkflowSpecError(f"{graph.title}: {o.node.type} (node {o.node.id}) has no output {o.name!r} ({names})")
 
     links: list[list] = []
     out_links: dict[tuple[int, int], list[int]] = {}
@@ -391,11 +432,11 @@ def build(graph: Graph, lookup: Lookup) -> dict:
         known = {s["name"] for s in specs}
         unknown = set(n.values) - known
         if unknown:
-            raise WorkflowSpecError(f"{graph.name}: {n.type} (node {n.id}) has no input(s) {sorted(unknown)}; "
+            raise WorkflowSpecError(f"{graph.title}: {n.type} (node {n.id}) has no input(s) {sorted(unknown)}; "
                                     f"it has {[s['name'] for s in specs]}")
         sockets, widgets = [], []
         for s in specs:
-            where = f"{graph.name}: {n.type} (node {n.id}) input {s['name']!r}"
+            where = f"{graph.title}: {n.type} (node {n.id}) input {s['name']!r}"
             value = n.values.get(s["name"], ...)
             if not s["widget"]:
                 entry = {"name": s["name"], "type": s["type"], "link": None}
@@ -436,6 +477,8 @@ def build(graph: Graph, lookup: Lookup) -> dict:
                    for i, (name, typ) in enumerate(zip(info.get("output_name") or info["output"], info["output"]))]
         props = {"Node name for S&R": n.type,
                  "cnr_id": PACK_REGISTRY_ID if n.type.startswith(PACK_NODE_PREFIX) else "comfy-core"}
+        if n.models:
+            props["models"] = n.models
         ui_nodes[n.id] = {
             "id": n.id, "type": n.type, "pos": list(n.pos),
             "size": list(n.size or _default_size(info, len(sockets), len(widgets), len(outputs))),
@@ -459,7 +502,7 @@ def build(graph: Graph, lookup: Lookup) -> dict:
                     ready.append(l[3])
                     ready.sort()
     if len(order) != len(ui_nodes):
-        raise WorkflowSpecError(f"{graph.name}: the graph has a cycle")
+        raise WorkflowSpecError(f"{graph.title}: the graph has a cycle")
     for k, i in enumerate(order):
         ui_nodes[i]["order"] = k
 
@@ -474,7 +517,7 @@ def build(graph: Graph, lookup: Lookup) -> dict:
                        "font_size": 24, "flags": {}})
 
     return {
-        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/tcts-project/tcts/workflows/{graph.name}")),
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"tcts/workflows/{graph.slug}")),
         "revision": 0,
         "last_node_id": max(ui_nodes),
         "last_link_id": len(links),
@@ -482,9 +525,30 @@ def build(graph: Graph, lookup: Lookup) -> dict:
         "links": links,
         "groups": groups,
         "config": {},
-        "extra": {"ds": {"scale": 1.0, "offset": [40, 80]}},
+        "extra": {"ds": fitted_view([ui_nodes[n.id] for n in graph.nodes], groups)},
         "version": 0.4,
     }
+
+
+#: where the graph should appear when it opens: a 1600 x 1000 px browser window minus the menu bars above,
+#: the sidebar on the left and the minimap at the bottom right (screen px)
+VIEW_BOX = (80, 150, 1560, 740)
+#: LiteGraph draws nodes without their widgets below about this scale; never fit smaller
+MIN_SCALE = 0.6
+
+
+def fitted_view(nodes: list[dict], groups: list[dict]) -> dict:
+    """The canvas position (``extra.ds``) that shows the whole graph inside :data:`VIEW_BOX` when the
+    frontend opens the workflow (LiteGraph: screen = (graph + offset) * scale)."""
+    boxes = [(*n["pos"], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in nodes]
+    boxes += [(g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+               g["bounding"][1] + g["bounding"][3]) for g in groups]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    left, top, right, bottom = VIEW_BOX
+    scale = max(MIN_SCALE, min(1.0, (right - left) / (x1 - x0), (bottom - top) / (y1 - y0)))
+    scale = round(scale, 3)
+    return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
 
 
 def dumps(obj: Any, indent: int = 0) -> str:
@@ -504,7 +568,7 @@ def dumps(obj: Any, indent: int = 0) -> str:
 
 def render_all(lookup: Lookup) -> dict[str, str]:
     """File name -> file text of every workflow."""
-    return {f"{g.name}.json": dumps(build(g, lookup)) + "\n" for g in all_graphs()}
+    return {g.file_name: dumps(build(g, lookup)) + "\n" for g in all_graphs()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,8 +621,8 @@ def write_example_inputs(folder: str | Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 
 
-def registry_lookup() -> Lookup:
-    """Boot the harness's in-process ComfyUI with this pack loaded; returns its ``node_info``."""
+def _boot_comfyui():
+    """The harness's in-process ComfyUI with this pack loaded (the pack registers its bundled models)."""
     import tempfile
 
     if str(ROOT) not in sys.path:
@@ -567,7 +631,72 @@ def registry_lookup() -> Lookup:
 
     comfy = harness.get_comfyui(base_dir=tempfile.mkdtemp(prefix="tcts-make-workflows-"))
     comfy.load_custom_nodes(ROOT)
-    return comfy.node_info
+    return comfy
+
+
+def registry_lookup() -> Lookup:
+    """``node_info`` of the harness's in-process ComfyUI with this pack loaded."""
+    return _boot_comfyui().node_info
+
+
+#: thumbnails: the picture a workflow makes, enlarged with square pixels (the demo's pictures are 64 px)
+THUMBNAIL_SIZE = 256
+THUMBNAIL_QUALITY = 92
+IMAGE_OUTPUTS = ("SaveImage", "PreviewImage")
+
+
+def thumbnail_node(prompt: Mapping[str, Any]) -> str:
+    """The output node whose picture is the workflow's thumbnail: the first Save/Preview Image fed straight
+    by a VQ Decode (the model's own picture, before any upscaler)."""
+    for node_id in sorted(prompt, key=int):
+        node = prompt[node_id]
+        if node["class_type"] in IMAGE_OUTPUTS:
+            source = node["inputs"]["images"][0]
+            if prompt[source]["class_type"] == "TCTSVQDecode":
+                return node_id
+    raise WorkflowSpecError("no Save/Preview Image is fed by a VQ Decode")
+
+
+def ancestors(prompt: Mapping[str, Any], node_id: str) -> dict:
+    """``prompt`` cut down to ``node_id`` and what it depends on."""
+    keep, todo = {}, [node_id]
+    while todo:
+        current = todo.pop()
+        if current in keep:
+            continue
+        keep[current] = prompt[current]
+        todo += [v[0] for v in prompt[current]["inputs"].values() if isinstance(v, list) and len(v) == 2
+                 and isinstance(v[0], str)]
+    return keep
+
+
+def thumbnail(image) -> "Any":
+    """A PIL thumbnail of a picture: :data:`THUMBNAIL_SIZE` px on its longer side, square pixels kept."""
+    from PIL import Image
+
+    factor = max(1, THUMBNAIL_SIZE // max(image.size))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def write_thumbnails(out: Path) -> list[Path]:
+    """Run every workflow's thumbnail branch in ComfyUI and write ``<title>.jpg`` beside its JSON (the
+    template browser shows ``/api/workflow_templates/<pack>/<name>.jpg`` on the card)."""
+    from PIL import Image
+
+    comfy = _boot_comfyui()
+    written = []
+    write_example_inputs(comfy.folder_paths.get_input_directory())
+    for graph in all_graphs():
+        workflow = json.loads((out / graph.file_name).read_text(encoding="utf-8"))
+        prompt = comfy.workflow_to_prompt(workflow)
+        node_id = thumbnail_node(prompt)
+        result = comfy.run(ancestors(prompt, node_id))
+        (png,) = result.images(node_id)
+        with Image.open(png) as im:
+            path = out / f"{graph.title}.jpg"
+            thumbnail(im.convert("RGB")).save(path, quality=THUMBNAIL_QUALITY)
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -576,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=WORKFLOWS_DIR, help="output folder (default: workflows/)")
     p.add_argument("--inputs", type=Path, default=None,
                    help="only write the example input images into this folder (no ComfyUI needed)")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="also run each workflow's picture branch and write its template thumbnail (<title>.jpg)")
     a = p.parse_args(argv)
     if a.inputs is not None:
         for path in write_example_inputs(a.inputs):
@@ -591,10 +722,21 @@ def main(argv: list[str] | None = None) -> int:
             if not a.check:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
+    extra = sorted(p.name for p in a.out.glob("*.json") if p.name not in files)
     if a.check:
-        print("out of date: " + ", ".join(stale) if stale else f"{len(files)} workflows up to date")
-        return 1 if stale else 0
+        problems = ([f"out of date: {', '.join(stale)}"] if stale else []) + \
+                   ([f"not generated by this script: {', '.join(extra)}"] if extra else [])
+        print("; ".join(problems) if problems else f"{len(files)} workflows up to date")
+        return 1 if problems else 0
+    for name in extra:
+        (a.out / name).unlink()
+        (a.out / name).with_suffix(".jpg").unlink(missing_ok=True)
     print(f"wrote {', '.join(stale)}" if stale else f"{len(files)} workflows already up to date")
+    if extra:
+        print(f"removed {', '.join(extra)}")
+    if a.thumbnails:
+        for path in write_thumbnails(a.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A tiny random-weight ×2 upscale model that ComfyUI's ``UpscaleModelLoader`` accepts.
+"""A tiny random-weight upscale model (×2 by default, any factor) that ComfyUI's ``UpscaleModelLoader`` accepts.
 
 ComfyUI loads upscale models with spandrel (``comfy_extras/nodes_upscale_model.py``:
 ``ModelLoader().load_from_state_dict(sd)``, which must give an ``ImageModelDescriptor``). The
@@ -18,7 +18,7 @@ nearest ×2 upscale (values clamped to 0..1 by ComfyUI). Weights are drawn from 
 Usage::
 
     from tests.support.tiny_upscaler import write_tiny_upscaler
-    write_tiny_upscaler(models / "upscale_models" / "2x_upscaler.safetensors", seed=0)
+    write_tiny_upscaler(models / "upscale_models" / "RealESRGAN_x4plus.safetensors", seed=0, scale=4)
 
 or ``python -m tests.support.tiny_upscaler OUT.safetensors [--seed N]``.
 """
