@@ -20,6 +20,9 @@ def pytest_configure(config):
         "markers", "comfyui: needs a real ComfyUI tree + its requirements (python -m tests.support.comfyui setup)")
     config.addinivalue_line(
         "markers", "comfyui_server: starts a real ComfyUI HTTP server subprocess (select with -m comfyui_server)")
+    config.addinivalue_line(
+        "markers", "journey: a stock ComfyUI with the pack in custom_nodes/, driven from headless Chromium")
+    config.addinivalue_line("markers", "slow: takes minutes; `pytest -m 'not slow'` leaves it out")
 
 
 def _require_comfyui():
