@@ -14,6 +14,7 @@ import comfy.utils
 import torch
 from PIL import Image
 
+from ..tcts.errors import OutOfMemory, is_out_of_memory
 from ..tcts.preview import CodeColours, code_colours, colour_preview
 from ..tcts.sampling import StepReport
 
@@ -53,19 +54,19 @@ def load_for_use(*patchers: comfy.model_patcher.ModelPatcher) -> None:
     mm.load_models_gpu(list(patchers), force_full_load=True)
 
 
-class OutOfMemory(RuntimeError):
-    """Sampling or decoding ran out of memory; the models were unloaded so ComfyUI stays usable."""
-
-
 @contextlib.contextmanager
 def unload_on_oom(what: str, advice: str) -> Iterator[None]:
-    """Turn an out-of-memory error into a clear message after freeing every loaded model."""
+    """Turn an out-of-memory error (GPU or CPU) into a clear message after freeing every loaded model, so
+    ComfyUI stays usable."""
     try:
         yield
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+    except BaseException as exc:
+        if not is_out_of_memory(exc):
+            raise
         mm.unload_all_models()
         mm.soft_empty_cache(True)
-        raise OutOfMemory(f"out of memory while {what}; all models were unloaded. {advice} ({exc})") from exc
+        raise OutOfMemory(f"out of memory while {what}; all models were unloaded. {advice} "
+                          f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
 
 
 def to_output(t: torch.Tensor) -> torch.Tensor:

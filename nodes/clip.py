@@ -8,33 +8,30 @@ in a way no stock ComfyUI text-encoder type does (see ``tcts/text.py``, our refe
 * 77 tokens, padded with the tokenizer's pad token (``<|endoftext|>`` for aMUSEd), no attention mask.
 
 **A plain core ``CLIPLoader`` is NOT equivalent.**  ``CLIPLoader`` -> ``comfy.sd.load_clip`` turns a
-CLIP-L file into ``sd1_clip.SD1ClipModel`` -> ``SD1CheckpointClipModel`` (``comfy/sd1_clip.py:676-711``):
-last layer (with ``CLIPSetLastLayer(-2)``: penultimate but *with* the final LayerNorm,
-``comfy/clip_model.py:130-131``) and the *unprojected* pooler (``return_projected_pooled=False``).  A
-CLIP-H file becomes ``sd2_clip.SD2ClipModel``: penultimate *with* final LN and pad id 0
-(``comfy/text_encoders/sd2_clip.py:13-15``).  Measured on 0.3.75: 0.64 off on the states and 4.8 on the pooled
-vector (``shared/docs/comfyui.md`` section 6).  That is why the pack ships its own loader built on this
-module.
+CLIP-L file into ``comfy.sd1_clip.SD1ClipModel`` (its ``SD1CheckpointClipModel``): the last layer (with
+``CLIPSetLastLayer(-2)``: the penultimate one but *with* the final LayerNorm, see
+``comfy.clip_model.CLIPTextModel_.forward``) and the *unprojected* pooler (``return_projected_pooled=False``).
+A CLIP-H file becomes ``comfy.text_encoders.sd2_clip.SD2ClipModel``: penultimate *with* the final LayerNorm
+and pad id 0.  Measured on ComfyUI 0.3.75 against the reference encoding of a CLIP-L: 0.64 off on the states
+and 4.8 on the pooled vector.  That is why the pack ships its own loader built on this module.
 
 **How the CLIP is built.**  ``comfy.sd.CLIP(target=ClipTarget(TctsTokenizer, TctsClipModel), ...)``
-(``comfy/sd.py:99-136``; ``ClipTarget`` in ``comfy/supported_models_base.py:24-28``), then a strict
-weight load (line numbers: ComfyUI 0.3.75).  The text model is ComfyUI's own
-``comfy.clip_model.CLIPTextModel`` driven by ``comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2,
-layer_norm_hidden_state=False, return_projected_pooled=True)`` (``comfy/sd1_clip.py:81-155, 260-299``)
-inside an ``SD1ClipModel``
-(``comfy/sd1_clip.py:680-711``).  The per-model values travel through ComfyUI's own channels:
-``ClipTarget.params`` become constructor kwargs of the clip class (``comfy/sd.py:103-117``), and
-``tokenizer_data`` reaches the tokenizer constructor (``comfy/sd.py:126``).  We chose this over
-``comfy.sd.load_clip(..., model_options={"clip_l_class": ...})`` because ``load_clip`` (a) always uses
+(``comfy.sd.CLIP.__init__``; ``comfy.supported_models_base.ClipTarget``), then a strict weight load.  The
+text model is ComfyUI's own ``comfy.clip_model.CLIPTextModel`` driven by
+``comfy.sd1_clip.SDClipModel(layer="hidden", layer_idx=-2, layer_norm_hidden_state=False,
+return_projected_pooled=True)`` inside a ``comfy.sd1_clip.SD1ClipModel``.  The per-model values travel
+through ComfyUI's own channels: ``ClipTarget.params`` become constructor kwargs of the clip class, and
+``tokenizer_data`` reaches the tokenizer constructor (both in ``comfy.sd.CLIP.__init__``).  We chose this
+over ``comfy.sd.load_clip(..., model_options={"clip_l_class": ...})`` because ``load_clip`` (a) always uses
 ComfyUI's bundled vocab (``tokenizer_data`` is built inside ``load_text_encoder_state_dicts``, so a
-folder's own tokenizer cannot be passed), (b) routes by layer count (``detect_te_model``,
-``comfy/sd.py:992-998``), so CLIP-H files get the SD2 tokenizer that pads with 0 and small models land
-on the CLIP-L route, and (c) only logs missing keys (``comfy/sd.py:1220-1226``).  ``CLIP(target=...)``
-with ``params`` / ``tokenizer_data`` / ``model_options`` is the same entry point ``load_clip`` itself
-uses, stable across 0.3.x; the result is an ordinary ``comfy.sd.CLIP`` (ModelPatcher, offloading,
-LoRA keys ``clip_l.transformer.*`` / ``clip_h.transformer.*``, hooks, prompt weighting).
+folder's own tokenizer cannot be passed), (b) routes by layer count (``comfy.sd.detect_te_model``), so
+CLIP-H files get the SD2 tokenizer that pads with 0 and small models land on the CLIP-L route, and (c) only
+logs missing keys (``load_text_encoder_state_dicts``).  ``CLIP(target=...)`` with ``params`` /
+``tokenizer_data`` / ``model_options`` is the same entry point ``load_clip`` itself uses, stable across
+0.3.x; the result is an ordinary ``comfy.sd.CLIP`` (ModelPatcher, offloading, LoRA keys
+``clip_l.transformer.*`` / ``clip_h.transformer.*``, hooks, prompt weighting).
 
-**ComfyUI-specific prompt handling** (``SDTokenizer.tokenize_with_weights``, ``comfy/sd1_clip.py:544-644``):
+**ComfyUI-specific prompt handling** (``comfy.sd1_clip.SDTokenizer.tokenize_with_weights``):
 
 * ``(word:1.2)`` / ``(word)`` are prompt *weights*: the brackets are removed, each weighted span is
   tokenized on its own, and tokens with weight != 1 are interpolated against an encoded empty prompt.
@@ -44,8 +41,8 @@ LoRA keys ``clip_l.transformer.*`` / ``clip_h.transformer.*``, hooks, prompt wei
 * Prompts longer than 77 tokens are **not truncated**: they are split into 77-token chunks (each
   ``<start> ... <end>`` + padding), every chunk is encoded, the states are concatenated along the token
   axis (``cond`` is ``[1, 77*k, D]``) and the pooled vector is the first chunk's
-  (``ClipTokenWeightEncoder.encode_token_weights``, ``comfy/sd1_clip.py:27-79``).  A weight-free prompt
-  is one span, cut mid-span when it has >= 8 tokens (``is_large``, ``sd1_clip.py:601-619``), so the first
+  (``comfy.sd1_clip.ClipTokenWeightEncoder.encode_token_weights``).  A weight-free prompt is one span, cut
+  mid-span when it has >= 8 tokens (``is_large`` in ``tokenize_with_weights``), so the first
   chunk is exactly HF's ``truncation=True`` result (start + first 75 tokens + end).  (With weights, a
   short span that does not fit moves whole to the next chunk, so the first chunk can end earlier.)
   aMUSEd/Meissonic cross-attend a fixed 77 positions: our sampler nodes must use ``cond[:, :77]`` (the
@@ -102,10 +99,11 @@ _IGNORED_KEYS = ("text_model.embeddings.position_ids",)
 
 
 class TctsClipTextModel(comfy.clip_model.CLIPTextModel):
-    """``comfy.clip_model.CLIPTextModel`` (``comfy/clip_model.py:139-157``) with the config's vocab and projection.
+    """``comfy.clip_model.CLIPTextModel`` with the config's vocab and projection.
 
-    ComfyUI 0.3.75 hard-codes a 49408-token embedding (``CLIPEmbeddings`` default, ``clip_model.py:85-88, 106``;
-    ``vocab_size`` is not read from the config) and a square ``text_projection`` (hidden -> hidden).
+    ComfyUI 0.3.75 hard-codes a 49408-token embedding (the ``comfy.clip_model.CLIPEmbeddings`` default, which
+    ``CLIPTextModel_`` builds without reading ``vocab_size`` from the config) and a square
+    ``text_projection`` (hidden -> hidden).
     Real CLIP-L/H match both; small models (our tiny test and demo encoders) do not, so those two
     modules are rebuilt from ``vocab_size`` / ``projection_dim``.  Forward is ComfyUI's, unchanged.
     """
@@ -125,12 +123,13 @@ class TctsClipTextModel(comfy.clip_model.CLIPTextModel):
 
 
 class TctsSDClipModel(comfy.sd1_clip.SDClipModel):
-    """``SDClipModel`` fixed to aMUSEd/Meissonic semantics (``comfy/sd1_clip.py:81-155, 260-299``).
+    """``comfy.sd1_clip.SDClipModel`` fixed to aMUSEd/Meissonic semantics.
 
     ``layer="hidden", layer_idx=-2, layer_norm_hidden_state=False`` -> ``hidden_states[-2]`` before the
     final LayerNorm; ``return_projected_pooled=True`` -> ``text_embeds``.  ``special_tokens`` are the
-    tokenizer's (start / end / pad ids); the end id decides the EOS pooling position (``process_tokens``:
-    first end token, ``sd1_clip.py:179-258``; ``clip_model.py:133-134``), as HF does for CLIP vocabularies.
+    tokenizer's (start / end / pad ids); the end id decides the EOS pooling position (the first end token:
+    ``SDClipModel.process_tokens`` and ``comfy.clip_model.CLIPTextModel_.forward``), as HF does for CLIP
+    vocabularies.
     """
 
     def __init__(self, device: Any = "cpu", dtype: torch.dtype | None = None, model_options: Mapping = {},
@@ -145,7 +144,7 @@ class TctsSDClipModel(comfy.sd1_clip.SDClipModel):
 
 
 class TctsClipModel(comfy.sd1_clip.SD1ClipModel):
-    """The ``cond_stage_model`` of our CLIP: ComfyUI's single-encoder wrapper (``sd1_clip.py:680-711``).
+    """The ``cond_stage_model`` of our CLIP: ComfyUI's single-encoder wrapper (``comfy.sd1_clip.SD1ClipModel``).
 
     Its attribute is ``clip_l`` / ``clip_h`` / ``clip_g`` (so LoRA key mapping and textual-inversion keys
     follow ComfyUI's conventions) and tokens come under the matching key from :class:`TctsTokenizer`.
@@ -159,7 +158,7 @@ class TctsClipModel(comfy.sd1_clip.SD1ClipModel):
 
 
 class TctsSDTokenizer(comfy.sd1_clip.SDTokenizer):
-    """ComfyUI's ``SDTokenizer`` (``comfy/sd1_clip.py:473-651``) on a given CLIP BPE folder.
+    """ComfyUI's ``comfy.sd1_clip.SDTokenizer`` on a given CLIP BPE folder.
 
     Reads its settings from ``tokenizer_data[TOKENIZER_DATA_KEY]`` (path, pad id, clip name, width):
     padded to 77 with the tokenizer's own pad token (``<|endoftext|>`` for aMUSEd), start/end ids from
@@ -175,7 +174,7 @@ class TctsSDTokenizer(comfy.sd1_clip.SDTokenizer):
 
 
 class TctsTokenizer(comfy.sd1_clip.SD1Tokenizer):
-    """``SD1Tokenizer`` (``sd1_clip.py:653-674``) around :class:`TctsSDTokenizer`; keys tokens by clip name."""
+    """``comfy.sd1_clip.SD1Tokenizer`` around :class:`TctsSDTokenizer`; keys tokens by clip name."""
 
     def __init__(self, embedding_directory: Any = None, tokenizer_data: Mapping[str, Any] = {}):
         super().__init__(embedding_directory=embedding_directory, tokenizer_data=tokenizer_data,
@@ -188,7 +187,7 @@ class TctsTokenizer(comfy.sd1_clip.SD1Tokenizer):
 
 
 def normalize_clip_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF key layout for a CLIP text state dict, as ComfyUI normalizes it (``comfy/sd.py:1061-1066``).
+    """HF key layout for a CLIP text state dict, as ComfyUI normalizes it (``comfy.sd.load_text_encoder_state_dicts``).
 
     OpenCLIP layout (``transformer.resblocks.*``) -> HF via ``comfy.utils.clip_text_transformers_convert``;
     a bare ``text_projection`` (CLIPSave / OpenCLIP, ``[hidden, proj]``) -> ``text_projection.weight``
@@ -255,7 +254,7 @@ def detect_clip_text(state_dict: Mapping[str, torch.Tensor], source: str = "this
 
 
 def _comfy_text_config(config: Mapping[str, Any], source: str) -> dict:
-    """The subset of an HF CLIP text config that ComfyUI's ``CLIPTextModel_`` reads (``clip_model.py:95-106``)."""
+    """The subset of an HF CLIP text config that ComfyUI's ``comfy.clip_model.CLIPTextModel_`` reads."""
     keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
             "max_position_embeddings", "vocab_size", "projection_dim")
     missing = [k for k in keys if k not in config]

@@ -1,4 +1,5 @@
-"""Mask-free Edit: change the object named by a word, keep every other token exactly (method.md §4)."""
+"""Mask-free Edit: change the object named by a word, keep every other token exactly (docs/method.md, Mask-free
+editing)."""
 from __future__ import annotations
 
 from .api import io

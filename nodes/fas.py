@@ -1,6 +1,6 @@
 """TCTS + FAS Sampler: Frequency Adaptive Sampling around random-revoke, or around the learned selector.
 
-Same inputs as the other sampler nodes (``common_inputs()``) plus the FAS options (method.md §2.6) and an
+Same inputs as the other sampler nodes (``common_inputs()``) plus the FAS options (docs/method.md, FAS) and an
 optional selector: without one the revocable (HIGH-frequency) group is sampled by random-revoke (rule
 ``fas``); with one, by TCTS (rule ``tcts-fas``).
 """

@@ -7,7 +7,8 @@ import folder_paths
 from .api import io
 
 from ..tcts.checkpoints import CheckpointError, load_transformer, load_vq, read_json
-from ..tcts.pipeline import check_compatible
+from ..tcts.pipeline import check_compatible, recommended_dimensions
+from ..tcts.settings import REFERENCE, ModelSettings, Sampling, read_model_settings, resolve_sampling
 from . import bridge
 from .clip import clip_from_file, clip_from_folder
 from .folders import MODELS_FOLDER, named_folders
@@ -46,10 +47,20 @@ def clip_dtype():
     return torch.float32 if mm.text_encoder_device().type == "cpu" else None
 
 
-def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype: str) -> GeneratorBundle:
+def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype: str,
+                     settings: ModelSettings | None = None) -> GeneratorBundle:
     patcher = bridge.wrap_generator(model, bridge.generator_dtype(model, dtype))
     vq_factor = int(vq.model.downscale_factor) if vq is not None else 16
-    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor, vq=vq)
+    return GeneratorBundle(patcher=patcher, name=name, schedule=schedule, vq_factor=vq_factor, vq=vq,
+                           settings=settings or ModelSettings())
+
+
+def recommended(bundle: GeneratorBundle) -> tuple[Sampling, tuple[int, int]]:
+    """What the loader outputs for the samplers: the folder's settings over the reference defaults, and the
+    recommended (width, height)."""
+    base = Sampling(**{**REFERENCE.__dict__, "schedule": bundle.schedule})
+    sampling = resolve_sampling({}, bundle.settings, base).sampling
+    return sampling, recommended_dimensions(bundle.model, bundle.vq_factor, bundle.settings)
 
 
 class LoadMaskedModel(io.ComfyNode):
@@ -67,7 +78,14 @@ class LoadMaskedModel(io.ComfyNode):
                                        "runs in fp32."),
             ],
             outputs=[ModelType.Output(display_name="model"), VQType.Output(display_name="vq"),
-                     io.Clip.Output(display_name="clip")])
+                     io.Clip.Output(display_name="clip"),
+                     io.Int.Output(display_name="steps", tooltip="the steps this model recommends (its "
+                                   "tcts_settings.json, else the reference's 12): connect to a sampler's steps"),
+                     io.Float.Output(display_name="cfg", tooltip="the guidance scale this model recommends (else "
+                                     "the reference's 10)"),
+                     io.Int.Output(display_name="width", tooltip="the width this model recommends (else the size "
+                                   "it was trained at)"),
+                     io.Int.Output(display_name="height", tooltip="the height this model recommends")])
 
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto") -> io.NodeOutput:
@@ -81,7 +99,9 @@ class LoadMaskedModel(io.ComfyNode):
             raise CheckpointError(f"{model_name}: VQ has {vq_model.codebook_size} codes, transformer predicts "
                                   f"{transformer.codebook_size}")
         vq = VQBundle(patcher=bridge.wrap_vq(vq_model), name=model_name)
-        return io.NodeOutput(bundle_generator(transformer, model_name, schedule, vq, dtype), vq, clip)
+        bundle = bundle_generator(transformer, model_name, schedule, vq, dtype, read_model_settings(root))
+        sampling, (width, height) = recommended(bundle)
+        return io.NodeOutput(bundle, vq, clip, sampling.steps, sampling.cfg, width, height)
 
 
 class LoadMaskedTransformer(io.ComfyNode):

@@ -5,6 +5,7 @@ packs the tokens; img2img (start tokens + strength) and inpaint (start tokens + 
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import torch
@@ -61,6 +62,17 @@ def common_inputs() -> list:
     ]
 
 
+_WARNED_SIZES: set[tuple[str, int, int]] = set()
+
+
+def warn_once_about_size(model: GeneratorBundle, width: int, height: int) -> None:
+    """Log, once per model and size, that the size is not one the model was trained at (it still runs)."""
+    warning = model.settings.size_warning(width, height)
+    if warning and (model.name, width, height) not in _WARNED_SIZES:
+        _WARNED_SIZES.add((model.name, width, height))
+        logging.warning("tcts: %s: %s", model.name, warning)
+
+
 def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle, positive, negative, width: int,
                 height: int, batch_size: int, steps: int, cfg: float, seed: int, schedule: str,
                 choice_temperature: float, temperature: float, preview: str = "colours",
@@ -69,7 +81,7 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
                 extra_patchers: Sequence[Any] = ()) -> TokenGrid:
     generator = model.model
     if schedule == MODEL_SCHEDULE:
-        schedule = model.schedule
+        schedule = model.settings.schedule or model.schedule
     pos = text_condition_from_comfy(positive, "positive", generator.text_hidden_size, generator.pooled_size)
     neg = None
     if cfg != 1.0:
@@ -91,6 +103,7 @@ def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle,
     elif mask is not None:
         raise ValueError("a mask needs start tokens (VQ Encode the image to inpaint)")
     grid = token_grid(generator, width, height, model.vq_factor)
+    warn_once_about_size(model, width, height)
     generators = make_generators(seed, batch_size)
     if start_tokens is not None:
         encoded = start_tokens.tokens.to(torch.long).cpu().expand(batch_size, *grid)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ..tcts.settings import ModelSettings
 from .api import io
 
 ROOT_CATEGORY = "tcts"
@@ -33,6 +35,7 @@ class GeneratorBundle:
     schedule: str = "cosine"             # the checkpoint's default mask schedule
     vq_factor: int = 16
     vq: "VQBundle | None" = None         # the folder's VQ, when loaded together (for previews)
+    settings: ModelSettings = field(default_factory=ModelSettings)  # the folder's tcts_settings.json
 
     @property
     def model(self) -> torch.nn.Module:

@@ -39,7 +39,7 @@ WORKFLOWS_DIR = ROOT / "workflows"
 MODEL = "shapes-demo"
 #: the bundled demo model's TCTS selector folder (models/shapes-demo-selector)
 SELECTOR = "shapes-demo-selector"
-#: FAS settings of the TCTS + FAS workflow (the node's defaults: method.md §2.6)
+#: FAS settings of the TCTS + FAS workflow (the node's defaults; docs/method.md, FAS)
 FAS_SETTINGS = dict(statistic="fft_hf", q=0.5, cutoff=0.5, regroup="every_step", freeze_after=0.25, smooth=False,
                     invert=False, low_scorer="inner", start_frac=0.0, layers="")
 PROMPT = "a large red circle left of a small blue triangle on a striped background"
@@ -52,9 +52,12 @@ INPAINT_IMAGE = "tcts_example_inpaint.png"
 UPSCALE_MODEL = "RealESRGAN_x4plus.safetensors"
 UPSCALE_MODEL_URL = "https://huggingface.co/Comfy-Org/Real-ESRGAN_repackaged/resolve/main/RealESRGAN_x4plus.safetensors"
 UPSCALE_MODEL_SCALE = 4
-#: sampler settings of the demo workflows (the shapes study found cfg ~2 best and 8 steps enough)
-SAMPLER_SETTINGS = dict(width=64, height=64, batch_size=1, steps=8, cfg=2.0, seed=(42, "fixed"),
-                        schedule="cosine", choice_temperature=2.0, temperature=1.0, preview="colours")
+#: sampler settings of the workflows; steps, cfg, width and height come from the loader (the model folder's
+#: tcts_settings.json), so another model brings its own
+SAMPLER_SETTINGS = dict(batch_size=1, seed=(42, "fixed"), schedule="cosine", choice_temperature=2.0,
+                        temperature=1.0, preview="colours")
+#: the loader outputs that feed the samplers' widgets of the same name
+FROM_LOADER = ("steps", "cfg", "width", "height")
 
 #: values of a combo/text widget the frontend never sends to the backend
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -132,10 +135,11 @@ class Graph:
 # ---------------------------------------------------------------------------------------------
 
 COMMON_NOTE = (
-    "**Model**: put the `{model}` folder (diffusers layout: `model_index.json`, `transformer/`, `vqvae/`, "
-    "`text_encoder/`, `tokenizer/`, `scheduler/`) in `ComfyUI/models/tcts/` (or `models/diffusers/`), "
-    "or pick another aMUSEd / Meissonic folder in *Load Masked Generative Model* (then set a size it "
-    "supports, e.g. 256 or 512).\n\n"
+    "**Model**: `{model}` is the demo model that comes with the pack. Pick another aMUSEd / Meissonic folder "
+    "(diffusers layout, in `ComfyUI/models/tcts/`) in *Load Masked Generative Model*: its outputs `steps`, "
+    "`cfg`, `width` and `height` feed the sampler, so each model brings the settings it recommends (its "
+    "`tcts_settings.json`, else the reference's 12 steps, cfg 10 and its own size). Disconnect a link to "
+    "type your own value.\n\n"
     "**Seeds**: image *i* of a batch uses seed + *i*; the same seed and settings give the same tokens as "
     "`python -m tcts generate`.")
 
@@ -152,7 +156,7 @@ def _sampler(g: Graph, kind: str, load: Node, text: Node, pos, **values) -> Node
                           "uniform": ("TCTSPersistentSampler", "uniform"),
                           "random-revoke": ("TCTSRevocableSampler", "random-revoke")}[kind]
     extra = {"repredict_visible": False} if node_type == "TCTSRevocableSampler" else {}
-    settings = {**SAMPLER_SETTINGS, **values}
+    settings = {**SAMPLER_SETTINGS, **{k: load.out(k) for k in FROM_LOADER}, **values}
     return g.node(node_type, pos, sampler=sampler, **extra, model=load.out("model"),
                   positive=text.out("positive"), negative=text.out("negative"), **settings)
 
@@ -216,8 +220,8 @@ def txt2img_tcts_fas() -> Graph:
     selector = g.node("TCTSLoadSelector", (360, 340), selector_name=SELECTOR, dtype="auto")
     sampler = g.node("TCTSFASSampler", (800, 40), size=(340, 720), model=load.out("model"),
                      positive=text.out("positive"), negative=text.out("negative"), selector=selector.out("selector"),
-                     **FAS_SETTINGS, **{**SAMPLER_SETTINGS, "steps": 16}, selector_guidance=1.0, selector_noise=0.0,
-                     selector_choice="topk")
+                     **FAS_SETTINGS, **SAMPLER_SETTINGS, **{k: load.out(k) for k in FROM_LOADER},
+                     selector_guidance=1.0, selector_noise=0.0, selector_choice="topk")
     decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
     save = _save(g, decode.out("image"), (1420, 40))
     g.group("1 · model, selector and prompt", [load, text, selector])
@@ -293,8 +297,8 @@ def mask_free_edit() -> Graph:
     encode = g.node("TCTSVQEncode", (800, 760), vq=load.out("vq"), image=image.out("IMAGE"))
     edit = g.node("TCTSMaskFreeEdit", (800, 40), size=(340, 640), model=load.out("model"),
                   source_tokens=encode.out("tokens"), source=source.out("positive"), target=target.out("positive"),
-                  negative=target.out("negative"), word=EDIT_WORD, strategy="auto", steps=8, cfg=2.0,
-                  seed=(42, "fixed"), schedule="linear")
+                  negative=target.out("negative"), word=EDIT_WORD, strategy="auto", steps=load.out("steps"),
+                  cfg=load.out("cfg"), seed=(42, "fixed"), schedule="linear")
     decode = g.node("TCTSVQDecode", (1180, 40), vq=load.out("vq"), tokens=edit.out("tokens"))
     save = _save(g, decode.out("image"), (1440, 40))
     region = g.node("MaskToImage", (1180, 420), mask=edit.out("region"))
@@ -434,7 +438,7 @@ def build(graph: Graph, lookup: Lookup) -> dict:
         if unknown:
             raise WorkflowSpecError(f"{graph.title}: {n.type} (node {n.id}) has no input(s) {sorted(unknown)}; "
                                     f"it has {[s['name'] for s in specs]}")
-        sockets, widgets = [], []
+        sockets, widgets, linked_widgets = [], [], []
         for s in specs:
             where = f"{graph.title}: {n.type} (node {n.id}) input {s['name']!r}"
             value = n.values.get(s["name"], ...)
@@ -456,8 +460,9 @@ def build(graph: Graph, lookup: Lookup) -> dict:
                     raise WorkflowSpecError(f"{where}: required input is not connected")
                 sockets.append(entry)
                 continue
-            if isinstance(value, Out):
-                raise WorkflowSpecError(f"{where}: linking a widget is not supported by this builder")
+            if isinstance(value, Out):  # a widget fed by a link: its input entry follows the sockets
+                linked_widgets.append((s, value, where))
+                value = ...
             control = None
             if _has_control(s):
                 if isinstance(value, tuple):
@@ -473,6 +478,14 @@ def build(graph: Graph, lookup: Lookup) -> dict:
                 widgets.append(control)
             if s["opts"].get("image_upload"):
                 widgets.append("image")
+        for s, value, where in linked_widgets:
+            slot, typ = out_slot(value)
+            if typ != s["type"]:
+                raise WorkflowSpecError(f"{where}: output type {typ} does not fit widget type {s['type']}")
+            link_id = len(links) + 1
+            links.append([link_id, value.node.id, slot, n.id, len(sockets), typ])
+            out_links.setdefault((value.node.id, slot), []).append(link_id)
+            sockets.append({"name": s["name"], "type": s["type"], "widget": {"name": s["name"]}, "link": link_id})
         outputs = [{"name": name, "type": typ, "links": [], "slot_index": i}
                    for i, (name, typ) in enumerate(zip(info.get("output_name") or info["output"], info["output"]))]
         props = {"Node name for S&R": n.type,

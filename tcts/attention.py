@@ -16,7 +16,8 @@ Where the attentions are (``attention_sites``):
   ``cross`` = its ``attn2`` (image queries over the 77 text states). The ``attention_blocks`` of the
   down/up ``UVitBlock`` are **not** captured: both their attentions are cross-attentions to a
   SiLU-mapped text projection at the conv stage (12 heads, 768 wide), a different representation
-  from the main stack; method.md defines the maps on the 22 ``attn2`` layers.
+  from the main stack; the maps are defined on the ``attn2`` layers of the main stack
+  (docs/method.md, Attention capture).
 * Meissonic (``MeissonicTransformer``): layer ``i < num_layers`` = ``transformer_blocks.i.attn``, then
   ``single_transformer_blocks.(i - num_layers).attn``. One joint softmax over ``[text; image]`` keys
   (text first, ``L`` = the text length, 77); only image queries are computed. ``self`` = the image→image
@@ -25,12 +26,12 @@ Where the attentions are (``attention_sites``):
   ``[L:, :L]`` as it is (the share of attention that goes to each text token).
 * Any other model may define ``attention_sites()`` returning :class:`AttentionSite` objects.
 
-Default layers: ``self`` the first ``round(2L/3)`` layers (method.md §2.6: 15 of aMUSEd's 22, 28 of
-Meissonic's 42), ``cross`` all layers. Rows are queries on the *transformer* grid ``(h', w')``; models
+Default layers: ``self`` the first ``round(2L/3)`` layers (15 of aMUSEd's 22, 28 of Meissonic's 42;
+docs/method.md, FAS), ``cross`` all layers. Rows are queries on the *transformer* grid ``(h', w')``; models
 with a 2×2 downsample (aMUSEd-512, Meissonic) have ``h' = h/2``: :meth:`CapturedAttention.to_token_grid`
 upsamples per-query maps to the token grid with nearest neighbours.
 
-**FAS statistic** (method.md §2.6, project definition): per query ``i`` the attention row as an image
+**FAS statistic** (project definition; docs/method.md, FAS): per query ``i`` the attention row as an image
 ``A_i (h' × w')``; ``fft_hf`` = fraction of its FFT power above ``cutoff`` × Nyquist radius; ``entropy``
 and ``locality`` are negated so that diffuse / long-range rows score low. LOW = the ``round(q·N')``
 lowest scores of each image (rank-based, so flat maps still split exactly).

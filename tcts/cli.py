@@ -1,4 +1,9 @@
-"""Command line: ``python -m tcts generate | train-selector | edit | bench | bench-speed …``."""
+"""Command line: ``python -m tcts generate | train-selector | edit | bench | bench-speed …``.
+
+Exit status (every subcommand): 0 success; 2 the command line or a file it names is wrong (an unknown or
+out-of-range option, a missing or unreadable model, image or selector; nothing is written); 1 the run
+itself failed (out of memory, non-finite logits, a file that could not be written).
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,10 +16,9 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
+from .cli_help import EXIT_FAILED, EXIT_STATUS, EXIT_USAGE, HelpFormatter, UsageError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
 def default_model_path() -> Path:
     """The bundled demo model (shipped with the repository)."""
     return Path(__file__).resolve().parent.parent / "models" / "shapes-demo"
@@ -50,24 +54,35 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     from .sampling import RULES, SCHEDULES
 
     p = sub.add_parser("generate", help="text-to-image, img2img or inpaint with a masked generative model",
-                       description="Generate an image. Defaults equal diffusers' AmusedPipeline, so the same "
-                                   "seed gives the reference's tokens.")
+                       formatter_class=HelpFormatter, epilog=EXIT_STATUS,
+                       description="Generate an image. Settings you do not give come from the model folder's "
+                                   "tcts_settings.json (the bundled demo model has one), else from diffusers' "
+                                   "AmusedPipeline, so the same seed gives the reference's tokens.")
     p.add_argument("--model", type=Path, default=None,
-                   help="diffusers-layout model folder (default: the bundled demo model)")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--negative", default="", help='negative prompt (default "", encoded like the reference)')
-    p.add_argument("--sampler", default="purity", choices=sorted(RULES))
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--cfg", type=float, default=10.0, help="classifier-free guidance scale (1 = off)")
+                   help="diffusers-layout model folder (default: the bundled demo model, models/shapes-demo)")
+    p.add_argument("--prompt", required=True, help="what to draw")
+    p.add_argument("--negative", default="", help='negative prompt (default: "", encoded like the reference)')
+    p.add_argument("--sampler", default="purity", choices=sorted(RULES),
+                   help="which tokens to keep each step: purity (confidence, the reference), uniform, "
+                        "random-revoke, tcts / tcts-fas (need a selector), fas")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the model's tcts_settings.json, else 12)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale, 1 = off (default: the model's tcts_settings.json, else 10)")
     p.add_argument("--seed", type=int, default=0, help="image i of a batch uses seed + i")
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--width", type=int, default=None,
+                   help="px, a multiple of the model's token size (default: the model's tcts_settings.json, else "
+                        "the size it was trained at; from the image for img2img/inpaint)")
+    p.add_argument("--height", type=int, default=None, help="px (default: like --width)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per run")
     p.add_argument("--schedule", default=None, choices=SCHEDULES,
-                   help="mask schedule (default: the model's, cosine; linear for inpaint like the reference)")
-    p.add_argument("--choice-temperature", type=float, nargs=2, default=(2.0, 0.0), metavar=("START", "END"),
-                   help="annealed temperature of the choice noise (default 2 -> 0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="token sampling temperature")
+                   help="mask schedule (default: the model's tcts_settings.json, else its scheduler config, "
+                        "cosine; linear for inpaint like the reference)")
+    p.add_argument("--choice-temperature", type=float, nargs=2, default=None, metavar=("START", "END"),
+                   help="annealed temperature of the choice noise (default: the model's tcts_settings.json, "
+                        "else 2 -> 0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="token sampling temperature (default: the model's tcts_settings.json, else 1)")
     p.add_argument("--repredict-visible", action="store_true",
                    help="revocable samplers: re-predict visible tokens instead of copying them "
                         "(only for generators trained on all positions)")
@@ -80,7 +95,8 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, default=None, help="inpaint mask image (white = regenerate)")
     p.add_argument("--out", type=Path, required=True, help="output PNG (batch > 1: name-<i>.png)")
     p.add_argument("--tokens-out", type=Path, default=None,
-                   help="save the final token grid as .npy (int64 [H/16, W/16]; [B, ...] for batches)")
+                   help="save the final token grid as .npy (int64 [H/t, W/t] for a token size of t px: 16 for "
+                        "aMUSEd and Meissonic, 8 for the demo model; [B, ...] for batches)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer dtype (VQ stays fp32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--draw-on-device", action="store_true",
@@ -98,19 +114,41 @@ def output_paths(out: Path, batch: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(batch)]
 
 
+def model_folder(args: argparse.Namespace) -> Path:
+    """``--model``, or the bundled demo model."""
+    path = args.model or default_model_path()
+    if args.model is None and not path.exists():
+        raise UsageError("no --model given and the bundled demo model is not present")
+    return path
+
+
+def check_output(what: str, path: Path | None) -> None:
+    if path is None:
+        return
+    if path.suffix.lower() not in ("", ".png"):
+        raise UsageError(f"{what} must be a .png file; got {path}")
+    if not path.parent.exists():
+        raise UsageError(f"output folder {path.parent} does not exist")
+
+
+def report_model_settings(pipe, resolved, width: int, height: int) -> None:
+    """Say on stderr which settings came from the model folder, and warn once about an untrained size."""
+    line = resolved.describe_model_values(pipe.settings)
+    if line:
+        print(f"tcts: {line}", file=sys.stderr)
+    warning = pipe.settings.size_warning(width, height)
+    if warning:
+        print(f"tcts: warning: {warning}", file=sys.stderr)
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from .images import load_image, load_mask, save_image
     from .pipeline import Pipeline
 
-    model_path = args.model or default_model_path()
-    if args.model is None and not model_path.exists():
-        raise SystemExit("error: no --model given and the bundled demo model is not present")
-    if args.out.suffix.lower() not in ("", ".png"):
-        raise SystemExit(f"error: --out must be a .png file; got {args.out}")
-    if not args.out.parent.exists():
-        raise SystemExit(f"error: output folder {args.out.parent} does not exist")
+    model_path = model_folder(args)
+    check_output("--out", args.out)
     if args.mask is not None and args.init_image is None:
-        raise SystemExit("error: --mask needs --init-image (the picture to inpaint)")
+        raise UsageError("--mask needs --init-image (the picture to inpaint)")
     from .selector.cli import (  # loads --selector before the model
         SELECTOR_SAMPLERS,
         selector_rule_options,
@@ -128,6 +166,11 @@ def run_generate(args: argparse.Namespace) -> int:
         pipe.text_encoder.model.to(args.device)
     init = load_image(args.init_image) if args.init_image else None
     mask = load_mask(args.mask) if args.mask else None
+    width, height = (init.shape[2], init.shape[1]) if init is not None else pipe.default_dimensions
+    width, height = args.width or width, args.height or height
+    report_model_settings(pipe, pipe.resolve(steps=args.steps, cfg=args.cfg, schedule=args.schedule,
+                                             choice_temperature=args.choice_temperature, temperature=args.temperature),
+                          width, height)
     options = {"repredict_visible": True} if args.repredict_visible else {}
     options.update(selector_options)
     from .cli_attention import (
@@ -139,7 +182,8 @@ def run_generate(args: argparse.Namespace) -> int:
     result = pipe.generate(
         args.prompt, args.negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
         width=args.width, height=args.height, batch_size=args.batch_size, schedule=args.schedule,
-        choice_temperature=tuple(args.choice_temperature), sampling_temperature=args.temperature,
+        choice_temperature=args.choice_temperature and tuple(args.choice_temperature),
+        sampling_temperature=args.temperature,
         init_image=init, strength=args.strength, strength_mode=args.strength_mode, mask=mask,
         rule_options=options, draw_on_device=args.draw_on_device, callback=StderrProgress(args.sampler))
     paths = output_paths(args.out.with_suffix(".png"), args.batch_size)
@@ -156,7 +200,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tcts", description="Masked generative text-to-image "
-                                     "(aMUSEd, Meissonic) with TCTS / FAS samplers")
+                                     "(aMUSEd, Meissonic) with TCTS / FAS samplers", epilog=EXIT_STATUS)
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(sub)
     from .train.cli import add_train_selector_parser
@@ -168,21 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench-speed", add_help=False,
                            help="time and memory against diffusers' AmusedPipeline (see --help)")
     bench.set_defaults(func=None)  # forwarded whole to tcts.bench.speed in main()
+    for name, command in sub.choices.items():
+        if name != "bench-speed":
+            command.formatter_class = HelpFormatter
+            command.epilog = command.epilog or EXIT_STATUS
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
+    from .errors import OutOfMemory
+    from .sampling import NonFiniteLogitsError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench-speed"]:
-        from .bench.speed import main as bench_main
-
-        return bench_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["bench-speed"]:
+            from .bench.speed import main as bench_main
+
+            return bench_main(argv[1:])
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (OutOfMemory, NonFiniteLogitsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -29,7 +29,7 @@ FAS_SAMPLERS = ("fas", "tcts-fas")
 def add_fas_arguments(p: argparse.ArgumentParser) -> None:
     from .sampling.fas import LOW_SCORERS, REGROUP
 
-    g = p.add_argument_group("FAS (samplers fas / tcts-fas; method.md §2.6)")
+    g = p.add_argument_group("FAS (samplers fas / tcts-fas; see docs/method.md)")
     g.add_argument("--fas-statistic", default="fft_hf", choices=FAS_STATISTICS,
                    help="self-attention statistic that splits LOW/HIGH frequency tokens (default fft_hf)")
     g.add_argument("--fas-q", type=float, default=0.5, help="fraction of tokens in the LOW group (default 0.5)")
@@ -149,12 +149,18 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative", default="", help='negative prompt (default "")')
     p.add_argument("--strategy", default="auto", choices=STRATEGIES,
                    help="sampler inside the region (auto: tcts with --selector, else random-revoke)")
-    p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--cfg", type=float, default=10.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schedule", default="linear", choices=SCHEDULES, help="mask schedule over the region (linear)")
-    p.add_argument("--choice-temperature", type=float, nargs=2, default=(2.0, 0.0), metavar=("START", "END"))
-    p.add_argument("--temperature", type=float, default=1.0, help="token sampling temperature")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the model's tcts_settings.json, else 12)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's tcts_settings.json, else 10)")
+    p.add_argument("--seed", type=int, default=0, help="image i of a batch uses seed + i")
+    p.add_argument("--schedule", default="linear", choices=SCHEDULES,
+                   help="mask schedule over the region (default: linear, like the reference inpaint)")
+    p.add_argument("--choice-temperature", type=float, nargs=2, default=None, metavar=("START", "END"),
+                   help="annealed temperature of the choice noise (default: the model's tcts_settings.json, "
+                        "else 2 -> 0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="token sampling temperature (default: the model's tcts_settings.json, else 1)")
     p.add_argument("--threshold", default="mean_std", choices=THRESHOLDS,
                    help="region: mean_std keeps map > mean + k*std; top_q keeps the strongest fraction")
     p.add_argument("--k", type=float, default=0.0, help="mean_std: standard deviations above the mean (0)")
@@ -166,7 +172,7 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-out", type=Path, default=None, help="write the region as a black/white PNG")
     p.add_argument("--tokens-out", type=Path, default=None, help="write the edited tokens as .npy")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer dtype (VQ stays fp32)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     from .selector.cli import add_selector_arguments
 
     add_selector_arguments(p)
@@ -176,19 +182,14 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_edit(args: argparse.Namespace) -> int:
     from .attention import token_pieces, word_columns
-    from .cli import DTYPES, StderrProgress, default_model_path, save_npy_atomic
+    from .cli import DTYPES, StderrProgress, check_output, model_folder, report_model_settings, save_npy_atomic
     from .editing import RegionOptions, mask_free_edit, resolve_strategy
     from .images import load_image, save_image, token_mask_to_pixels
     from .pipeline import Pipeline, decode_tokens, encode_images, make_generators, text_condition, token_grid
 
-    model_path = args.model or default_model_path()
-    if args.model is None and not model_path.exists():
-        raise SystemExit("error: no --model given and the bundled demo model is not present")
-    for what, path in (("--out", args.out), ("--mask-out", args.mask_out)):
-        if path is not None and path.suffix.lower() not in ("", ".png"):
-            raise SystemExit(f"error: {what} must be a .png file; got {path}")
-        if path is not None and not path.parent.exists():
-            raise SystemExit(f"error: output folder {path.parent} does not exist")
+    model_path = model_folder(args)
+    check_output("--out", args.out)
+    check_output("--mask-out", args.mask_out)
     pipe = Pipeline.from_folder(model_path, dtype=DTYPES[args.dtype])
     pipe.transformer.to(args.device)
     pipe.vq.to(args.device)
@@ -206,11 +207,15 @@ def run_edit(args: argparse.Namespace) -> int:
     b, h, w = source.shape
     height, width = h * pipe.vq_factor, w * pipe.vq_factor
     token_grid(pipe.transformer, width, height, pipe.vq_factor)  # size checks with clear errors
+    resolved = pipe.resolve(steps=args.steps, cfg=args.cfg, schedule=args.schedule,
+                            choice_temperature=args.choice_temperature, temperature=args.temperature)
+    report_model_settings(pipe, resolved, width, height)
+    sampling = resolved.sampling
     src_text = pipe.encode_prompts([args.source_prompt])
     columns = word_columns(args.word, token_pieces(pipe.text_encoder.tokenizer, src_text.token_ids[0]),
                            args.source_prompt)
     source_cond = text_condition(src_text, None, width, height, b)
-    negative = pipe.encode_prompts([args.negative]) if args.cfg != 1.0 else None
+    negative = pipe.encode_prompts([args.negative]) if sampling.cfg != 1.0 else None
     target_cond = text_condition(pipe.encode_prompts([args.target_prompt]), negative, width, height, b)
     from .selector.cli import selector_rule_options
 
@@ -222,8 +227,8 @@ def run_edit(args: argparse.Namespace) -> int:
                            dilate=args.dilate, layers=args.region_layers or None)
     result = mask_free_edit(pipe.transformer, source, source_cond, target_cond, columns,
                             generators=make_generators(args.seed, b), strategy=strategy, rule_options=options,
-                            steps=args.steps, cfg=args.cfg, schedule=args.schedule,
-                            choice_temperature=tuple(args.choice_temperature), sampling_temperature=args.temperature,
+                            steps=sampling.steps, cfg=sampling.cfg, schedule=sampling.schedule,
+                            choice_temperature=sampling.choice_temperature, sampling_temperature=sampling.temperature,
                             region=region, callback=StderrProgress(f"edit ({strategy})"))
     images = decode_tokens(pipe.vq, result.tokens)
     from .cli import output_paths

@@ -1,4 +1,4 @@
-"""Mask-free editing (method.md §4, project default): change one object, keep everything else exactly.
+"""Mask-free editing (project default; docs/method.md, Mask-free editing): change one object, keep the rest exactly.
 
 1. Re-run the generator once on the source tokens with the **source** prompt (conditional pass only,
    timestep 0) and capture its cross-attention (``tcts.attention.reencode_attention``; aMUSEd: every

@@ -16,12 +16,29 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError, load_text_encoder, load_transformer, load_vq, read_json
+from .errors import explain_out_of_memory
 from .images import check_image_batch, mask_to_token_grid
 from .sampling import Conditioning, StepReport, make_rule, sample
 from .sampling.schedules import mask_ratio
+from .settings import REFERENCE, ModelSettings, Resolved, Sampling, read_model_settings, resolve_sampling
 from .text import TextCondition, TextEncoder
 
 AESTHETIC_SCORE = 6
+
+
+def checkpoint_size(transformer: nn.Module, vq_factor: int) -> int:
+    """The side in px of the square size a checkpoint was trained at: aMUSEd's ``sample_size`` tokens;
+    Meissonic 1024 px."""
+    if getattr(transformer, "family", "amused") == "meissonic":
+        return 1024
+    return int(transformer.config.get("sample_size", 16)) * vq_factor
+
+
+def recommended_dimensions(transformer: nn.Module, vq_factor: int, settings: ModelSettings) -> tuple[int, int]:
+    """(width, height) when the user gives none: the folder's ``tcts_settings.json``, else the checkpoint's
+    square size."""
+    side = checkpoint_size(transformer, vq_factor)
+    return settings.size or (side, side)
 
 
 def micro_conditions(width: int, height: int, batch: int, crop: tuple[int, int] = (0, 0),
@@ -159,6 +176,8 @@ class GenerationResult:
     tokens: torch.Tensor                  # [B, h, w]
     images: torch.Tensor                  # [B, H, W, 3] in [0, 1]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: where each sampling value came from: "user", "model" (the folder's tcts_settings.json) or "reference"
+    origin: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,6 +193,8 @@ class Pipeline:
     #: weightless meta-device copies that answer questions about sizes and configs meanwhile
     loaders: dict[str, Callable[[], Any]] | None = None
     shells: dict[str, Any] = field(default_factory=dict)
+    #: what the model folder recommends (``tcts_settings.json``; empty: the reference defaults)
+    settings: ModelSettings = field(default_factory=ModelSettings)
 
     @property
     def sequential(self) -> bool:
@@ -213,10 +234,19 @@ class Pipeline:
 
     @property
     def default_size(self) -> int:
-        """The size the checkpoint was trained at: aMUSEd's ``sample_size`` tokens; Meissonic 1024 px."""
-        if self.family == "meissonic":
-            return 1024
-        return int(self._shell("transformer").config.get("sample_size", 16)) * self.vq_factor
+        """The side of the square size the checkpoint was trained at (selector training uses it)."""
+        return checkpoint_size(self._shell("transformer"), self.vq_factor)
+
+    @property
+    def default_dimensions(self) -> tuple[int, int]:
+        """(width, height) when the user gives none: the model folder's recommendation, else the square
+        :attr:`default_size`."""
+        return recommended_dimensions(self._shell("transformer"), self.vq_factor, self.settings)
+
+    def resolve(self, **given: Any) -> Resolved:
+        """Sampling settings for a run: ``given`` (``None`` = not given) over the folder's recommendations over
+        the reference defaults (with the scheduler config's mask schedule)."""
+        return resolve_sampling(given, self.settings, Sampling(**{**REFERENCE.__dict__, "schedule": self.schedule}))
 
     @classmethod
     def from_folder(cls, path: str | Path, *, dtype: torch.dtype = torch.float32, variant: str | None = None,
@@ -245,7 +275,8 @@ class Pipeline:
         vq = load_vq(root / "vqvae")
         text = load_text_encoder(root / "text_encoder", root / "tokenizer")
         check_compatible(transformer, vq, text)
-        return cls(transformer, vq, text, schedule=scheduler.get("masking_schedule", "cosine"), name=root.name)
+        return cls(transformer, vq, text, schedule=scheduler.get("masking_schedule", "cosine"), name=root.name,
+                   settings=read_model_settings(root))
 
     @classmethod
     def _sequential(cls, root: Path, scheduler: dict, dtype: torch.dtype, variant: str | None,
@@ -262,22 +293,24 @@ class Pipeline:
                                   f"embedding row {shells['transformer'].vocab_size - 1}")
         check_compatible(shells["transformer"], shells["vq"], shells["text_encoder"])
         return cls(None, None, None, schedule=scheduler.get("masking_schedule", "cosine"), name=root.name,
-                   loaders=loaders, shells=shells)
+                   loaders=loaders, shells=shells, settings=read_model_settings(root))
 
     def encode_prompts(self, prompts: Sequence[str]) -> TextCondition:
         return self.component("text_encoder").encode(list(prompts))
 
     def generate(self, prompt: str | Sequence[str], negative_prompt: str | Sequence[str] = "", *,
-                 sampler: str = "purity", steps: int = 12, cfg: float = 10.0, seed: int = 0,
+                 sampler: str = "purity", steps: int | None = None, cfg: float | None = None, seed: int = 0,
                  width: int | None = None, height: int | None = None, batch_size: int = 1,
-                 schedule: str | None = None, choice_temperature: tuple[float, float] = (2.0, 0.0),
-                 sampling_temperature: float = 1.0, init_image: torch.Tensor | None = None,
+                 schedule: str | None = None, choice_temperature: tuple[float, float] | None = None,
+                 sampling_temperature: float | None = None, init_image: torch.Tensor | None = None,
                  strength: float | None = None, strength_mode: str = "reference", mask: torch.Tensor | None = None,
                  rule_options: dict[str, Any] | None = None, draw_on_device: bool = False,
                  callback: Callable[[StepReport], None] | None = None) -> GenerationResult:
         """Text-to-image; img2img with ``init_image`` (+ ``strength``); inpaint with ``init_image`` +
         ``mask`` (1 = regenerate; the reference inpaint pipeline uses the linear schedule, our default
         for inpaint too). ``strength`` defaults to the reference's: 0.5 for img2img, 1.0 for inpaint.
+        Settings left ``None`` come from the model folder's ``tcts_settings.json``, else the reference
+        (:meth:`resolve`); ``result.origin`` says which.
         ``draw_on_device``: see :func:`generate_tokens` (GPU speed instead of reference tokens)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if batch_size < 1:
@@ -288,48 +321,55 @@ class Pipeline:
         if init_image is not None:
             init_image = check_image_batch(init_image, "init image")
             height, width = int(init_image.shape[1]), int(init_image.shape[2])
-        width = self.default_size if width is None else width
-        height = self.default_size if height is None else height
+        width = self.default_dimensions[0] if width is None else width
+        height = self.default_dimensions[1] if height is None else height
         grid = token_grid(self._shell("transformer"), width, height, self.vq_factor)
         if mask is not None and init_image is None:
             raise ValueError("a mask needs an init image to inpaint")
-        schedule = schedule or ("linear" if mask is not None else self.schedule)
+        resolved = self.resolve(steps=steps, cfg=cfg, schedule=schedule or ("linear" if mask is not None else None),
+                                choice_temperature=choice_temperature, temperature=sampling_temperature)
+        steps, cfg, schedule = resolved.sampling.steps, resolved.sampling.cfg, resolved.sampling.schedule
+        choice_temperature = resolved.sampling.choice_temperature
+        sampling_temperature = resolved.sampling.temperature
         if strength is None:
             strength = 1.0 if mask is not None else 0.5
-        positive = self.encode_prompts(prompts)
-        negative = self.encode_prompts(negatives) if cfg != 1.0 else None
-        self.release("text_encoder")
-        cond = text_condition(positive, negative, width, height, batch_size)
-        generators = make_generators(seed, batch_size)
-        start_tokens = fixed = None
-        start_step, smr = 0, 1
-        if init_image is not None:
-            encoded = encode_images(self.component("vq"), init_image)
+        advice = ("Lower the batch size or the image size (or use fp16/bf16 on a GPU)."
+                  if batch_size > 1 else "Lower the image size (or use fp16/bf16 on a GPU).")
+        with explain_out_of_memory(f"generating {batch_size} image(s) of {width}x{height} px", advice):
+            positive = self.encode_prompts(prompts)
+            negative = self.encode_prompts(negatives) if cfg != 1.0 else None
+            self.release("text_encoder")
+            cond = text_condition(positive, negative, width, height, batch_size)
+            generators = make_generators(seed, batch_size)
+            start_tokens = fixed = None
+            start_step, smr = 0, 1
+            if init_image is not None:
+                encoded = encode_images(self.component("vq"), init_image)
+                self.release("vq")
+                encoded = encoded.expand(batch_size, *grid) if encoded.shape[0] == 1 else encoded
+                if mask is not None:
+                    if tuple(mask.shape[-2:]) != (height, width):
+                        raise ValueError(f"inpaint mask is {mask.shape[-1]}x{mask.shape[-2]} px but the image is "
+                                         f"{width}x{height}; give a mask of the image's size")
+                    token_mask = mask_to_token_grid(mask, grid)
+                    start_tokens, fixed, smr = start_for_inpaint(encoded, token_mask, self.mask_token_id)
+                    if strength < 1.0:
+                        start_step = img2img_start(steps, strength)
+                else:
+                    start_step = img2img_start(steps, strength, strength_mode)
+                    start_tokens = noise_for_img2img(encoded, steps, start_step, schedule, self.mask_token_id,
+                                                     generators, strength_mode)
+            tokens = generate_tokens(
+                self.component("transformer"), cond, sampler=sampler, steps=steps, cfg=cfg, grid=grid,
+                tokens=start_tokens, fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
+                choice_temperature=choice_temperature, sampling_temperature=sampling_temperature,
+                rule_options=rule_options, generators=generators, draw_on_device=draw_on_device, callback=callback)
+            self.release("transformer")
+            images = decode_tokens(self.component("vq"), tokens)
             self.release("vq")
-            encoded = encoded.expand(batch_size, *grid) if encoded.shape[0] == 1 else encoded
-            if mask is not None:
-                if tuple(mask.shape[-2:]) != (height, width):
-                    raise ValueError(f"inpaint mask is {mask.shape[-1]}x{mask.shape[-2]} px but the image is "
-                                     f"{width}x{height}; give a mask of the image's size")
-                token_mask = mask_to_token_grid(mask, grid)
-                start_tokens, fixed, smr = start_for_inpaint(encoded, token_mask, self.mask_token_id)
-                if strength < 1.0:
-                    start_step = img2img_start(steps, strength)
-            else:
-                start_step = img2img_start(steps, strength, strength_mode)
-                start_tokens = noise_for_img2img(encoded, steps, start_step, schedule, self.mask_token_id,
-                                                 generators, strength_mode)
-        tokens = generate_tokens(
-            self.component("transformer"), cond, sampler=sampler, steps=steps, cfg=cfg, grid=grid, tokens=start_tokens,
-            fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
-            choice_temperature=choice_temperature, sampling_temperature=sampling_temperature,
-            rule_options=rule_options, generators=generators, draw_on_device=draw_on_device, callback=callback)
-        self.release("transformer")
-        images = decode_tokens(self.component("vq"), tokens)
-        self.release("vq")
         return GenerationResult(tokens=tokens, images=images, settings=dict(
             sampler=sampler, steps=steps, cfg=cfg, seed=seed, width=width, height=height, schedule=schedule,
-            draw_on_device=draw_on_device))
+            draw_on_device=draw_on_device), origin=resolved.origin)
 
 
 def config_shells(root: Path) -> dict[str, Any]:

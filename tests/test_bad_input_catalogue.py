@@ -6,8 +6,10 @@ README.md's "Troubleshooting" section lists every row's message (checked below).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import shutil
+from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,6 +34,11 @@ class Case:
     surface: str            # "library", "cli" or "node"
     message: str            # a literal part of the error the user sees
     run: Callable           # run(ctx) must raise (library/node) or fail with this message (cli)
+
+
+#: exit status of a failed command (tcts/cli_help.py): 2 the command line or a file it names is wrong,
+#: 1 the run itself failed
+USAGE, FAILED = 2, 1
 
 
 class Context:
@@ -116,24 +123,52 @@ def edit_word_not_in_prompt(ctx: Context):
     word_columns("dog", pieces, "a photo of a red cat")
 
 
-def cli(*args: str):
+def cli(*args: str, exit: int = USAGE, command: tuple[str, ...] | None = None, during: Callable | None = None):
+    """A CLI row: ``generate`` on the tiny model with ``args`` (or ``command`` instead) must fail with exit
+    status ``exit``, write nothing, and print the message; ``during`` wraps the call (e.g. a simulated
+    failure)."""
     def run(ctx: Context):
         out = ctx.tmp / "out"
         out.mkdir(exist_ok=True)
-        argv = ["generate", "--model", str(AMUSED), "--prompt", "x", "--steps", "2", "--out", str(out / "x.png"),
-                "--tokens-out", str(out / "x.npy")]
+        argv = list(command) if command is not None else [
+            "generate", "--model", str(AMUSED), "--prompt", "x", "--steps", "2", "--out", str(out / "x.png"),
+            "--tokens-out", str(out / "x.npy")]
         argv += [a.format(tmp=ctx.tmp) for a in args]
         stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.redirect_stderr(stderr), (during() if during else contextlib.nullcontext()):
             try:
                 code = cli_main(argv)
-            except SystemExit as exc:  # argparse and early checks
+            except SystemExit as exc:  # argparse
                 code = exc.code if isinstance(exc.code, int) else 2
                 stderr.write(str(exc.code))
-        assert code != 0, "the command should have failed"
+        assert code == exit, f"exit status {code}, expected {exit}: {stderr.getvalue()}"
         assert list(out.iterdir()) == [], "a failed command must leave no output file"
         raise ValueError(stderr.getvalue())
     return run
+
+
+def cpu_allocator_fails():
+    """The CPU allocator's own failure (a plain RuntimeError), as a huge batch gives it."""
+    def fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 4000000000000 bytes. Error code 12")
+    return mock.patch("tcts.sampling.loop.guided_logits", fail)
+
+
+def gpu_runs_out_of_memory():
+    def fail(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+    return mock.patch("tcts.sampling.loop.guided_logits", fail)
+
+
+def gpu_out_of_memory(ctx: Context):
+    with gpu_runs_out_of_memory():
+        ctx.generate(batch_size=4)
+
+
+def diffusers_missing():
+    real = importlib.util.find_spec
+    return mock.patch("importlib.util.find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
 
 
 CASES = [
@@ -206,6 +241,14 @@ CASES = [
     Case("cli-mask-without-image", "cli", "--mask needs --init-image", cli("--mask", str(AMUSED / "inputs" / "mask_256x256.png"))),
     Case("cli-init-image-missing", "cli", "image", cli("--init-image", "{tmp}/missing.png")),
     Case("cli-init-image-not-an-image", "cli", "is not a readable image", cli("--init-image", str(TRANSFORMER))),
+    Case("cli-out-of-memory", "cli", "out of memory while generating 100000 image(s) of 64x64 px. Lower the "
+         "batch size or the image size", cli("--batch-size", "100000", "--width", "64", "--height", "64",
+                                             exit=FAILED, during=cpu_allocator_fails)),
+    Case("gpu-out-of-memory", "library", "out of memory while generating 4 image(s) of 64x64 px. Lower the batch "
+         "size or the image size", gpu_out_of_memory),
+    Case("cli-unknown-option-value", "cli", "invalid choice: 'best'", cli("--sampler", "best")),
+    Case("bench-speed-without-diffusers", "cli", "install it with: pip install diffusers==0.42.1",
+         cli(command=("bench-speed", "--models", "amused-256"), during=diffusers_missing)),
 ]
 
 
@@ -300,7 +343,8 @@ def observed_message(case: Case, ctx: Context) -> str:
     try:
         case.run(ctx)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        text = str(exc).strip().splitlines()[0].removeprefix("error: ")
+        lines = str(exc).strip().splitlines()
+        text = next((line.split("error: ", 1)[1] for line in lines if "error: " in line), lines[0])
         return text.replace(str(ctx.tmp), "…").replace(str(ROOT) + "/", "")
     return "(no error)"
 

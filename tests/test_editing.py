@@ -1,5 +1,6 @@
-"""Mask-free editing (method.md §4): the region from a word's cross-attention, tokens outside it kept
-exactly, the schedule over |R|; ``python -m tcts edit`` and ``generate --attention-out`` end to end."""
+"""Mask-free editing (docs/method.md, Mask-free editing): the region from a word's cross-attention, tokens
+outside it kept exactly, the schedule over |R|; ``python -m tcts edit`` and ``generate --attention-out`` end
+to end."""
 import subprocess
 import sys
 

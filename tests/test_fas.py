@@ -1,4 +1,4 @@
-"""FAS (method.md §2.6-2.7) on the tiny generators: LOW tokens are persistent, HIGH revocable, exactly
+"""FAS (docs/method.md, FAS) on the tiny generators: LOW tokens are persistent, HIGH revocable, exactly
 n_keep tokens kept every step, ``invert`` swaps the roles, options and registration."""
 import pytest
 import torch

@@ -57,7 +57,7 @@ def test_train_selector_writes_a_selector_a_checkpoint_and_logs(single):
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
     assert "val" in log[-1] and {"precision", "recall", "chance_precision"} <= set(log[-1]["val"])
-    assert "9 captions (9 images), 1 for validation" in proc.stderr
+    assert "10 images with 10 captions: 9 images for training, 1 for validation" in proc.stderr
     assert "3/3" in proc.stderr
     config = json.loads((out / "selector" / "config.json").read_text())
     assert (config["codebook_size"], config["text_hidden_size"], config["num_layers"]) == (64, 16, 1)

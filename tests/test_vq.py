@@ -24,7 +24,7 @@ FIXTURES_ROOT = Path(__file__).parent / "fixtures"
 FIXTURES = FIXTURES_ROOT / "amused-tiny"
 KEYS_FILE = FIXTURES_ROOT / "keys" / "keys_vqvae.txt"
 
-# Released aMUSEd-256/512 (and, inferred, Meissonic) vqvae/config.json (docs/models.md section 1.2).
+# Released aMUSEd-256/512 (and, inferred, Meissonic) vqvae/config.json (docs/models.md, VQ-GAN).
 REAL_CONFIG = {
     "_class_name": "VQModel",
     "act_fn": "silu",

@@ -68,7 +68,11 @@ def test_workflow_file_is_well_formed(path, comfyui, pack):
         info = comfyui.node_info(n["type"])
         specs = mw.input_specs(info)
         sockets = [s for s in specs if not s["widget"]]
-        assert [(i["name"], i["type"]) for i in n["inputs"]] == [(s["name"], s["type"]) for s in sockets]
+        plain = [i for i in n["inputs"] if "widget" not in i]
+        assert [(i["name"], i["type"]) for i in plain] == [(s["name"], s["type"]) for s in sockets]
+        widget_types = {s["name"]: s["type"] for s in specs if s["widget"]}
+        for i in n["inputs"][len(plain):]:  # widgets fed by a link follow the sockets
+            assert widget_types.get(i["widget"]["name"]) == i["type"] and i["link"] is not None
         assert [o["type"] for o in n["outputs"]] == list(info["output"])
         expected = 0
         for s in (s for s in specs if s["widget"]):

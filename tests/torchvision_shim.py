@@ -1,10 +1,10 @@
 """Test-environment workaround: PyPI's Linux torchvision wheels are CUDA builds whose op registration
 fails beside the CPU torch used here (``operator torchvision::nms does not exist``). ComfyUI and
 transformers import torchvision, so before that happens we define the op schemas torchvision registers
-fake kernels for. Users with a matching torch/torchvision pair never need this (shared docs:
-comfyui.md §1.3). ``python -m tests.support.comfyui setup`` copies this module into the test venv
-with a ``.pth`` import hook, only when torchvision fails to import on its own, so every process
-(pytest, the CLI, the ComfyUI server) gets it.
+fake kernels for. Users with a matching torch/torchvision pair never need this.
+``python -m tests.support.comfyui setup`` copies this module into the test venv with a ``.pth`` import
+hook, only when torchvision fails to import on its own, so every process (pytest, the CLI, the ComfyUI
+server) gets it.
 """
 import importlib.abc
 import sys

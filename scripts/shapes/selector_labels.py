@@ -1,5 +1,5 @@
-"""Where the TCTS training labels ("the generator's draw differs from the ground truth", method.md §TCTS) fall
-in the shapes world, and where a selector spends its re-mask budget.
+"""Where the TCTS training labels ("the generator's draw differs from the ground truth"; docs/method.md,
+Guidance-sampling training) fall in the shapes world, and where a selector spends its re-mask budget.
 
 Exact command (a few minutes on one CPU core)::
 

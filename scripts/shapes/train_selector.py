@@ -11,8 +11,9 @@ budget, higher validation loss, 5-8 points less TCTS accuracy; docs/shapes-world
 
 Data: ``--scenes`` train-split scenes (``sample_scene([SEED, i], "train")``), given to the trainer as
 token grids — the k-means ids the generator was trained on (``--codes``), or, without a codes file, the
-images tokenized by the model's VQ. Everything else is ``tcts.train.selector_trainer`` (method.md §TCTS):
-one-step guided reconstructions of masked grids by the frozen generator, BCE on "token changed".
+images tokenized by the model's VQ. Everything else is ``tcts.train.selector_trainer`` (docs/method.md,
+Guidance-sampling training): one-step guided reconstructions of masked grids by the frozen generator, BCE
+on "token changed".
 The reconstruction uses the guidance the benchmark samples with (cfg 2) and the 16-step cosine
 schedule; the selector is conditioned on the sampling progress, so it is used at 8 and 25 steps too.
 """

@@ -49,9 +49,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default 1: on a shared machine more threads were slower)")
     p.add_argument("--device", default="cpu", help="torch device for the generator and selector")
     g = p.add_argument_group("TCTS selector options")
-    g.add_argument("--selector-guidance", type=float, default=1.0)
-    g.add_argument("--selector-noise", type=float, default=0.0)
-    g.add_argument("--selector-choice", default="topk", choices=("topk", "multinomial"))
+    g.add_argument("--selector-guidance", type=float, default=1.0, help="selector guidance w (1 = off)")
+    g.add_argument("--selector-noise", type=float, default=0.0, help="annealed noise on the keep-score")
+    g.add_argument("--selector-choice", default="topk", choices=("topk", "multinomial"),
+                   help="keep the top-n scores, or draw the kept set by score")
     from ..cli_attention import add_fas_arguments
 
     add_fas_arguments(p)

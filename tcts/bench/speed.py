@@ -3,7 +3,7 @@
 ``python -m tcts bench-speed [--models amused-256 amused-512] [--steps 12] [--repeats 2] [--impls ...]
 [--compile] [--out DIR]``
 
-Builds random full-size weights for the released aMUSEd configs once (models.md §1.2; saved as a
+Builds random full-size weights for the released configs once (docs/models.md, aMUSEd transformer; saved as a
 diffusers-layout folder in a temp or given folder), then times, alternating in the same run, our
 ``Pipeline.generate`` and diffusers' ``AmusedPipeline.__call__`` with the same prompt, steps, CFG and
 seed, each in a fresh subprocess so peak memory (VmHWM) is per pipeline. Prints a markdown table with
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from ..cli_help import EXIT_STATUS, HelpFormatter
 
 FIXTURE_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "amused-tiny"
 
@@ -203,17 +205,35 @@ def table(results: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+#: the reference release the comparison was written against (requirements-dev.txt)
+DIFFUSERS_REQUIREMENT = "diffusers==0.42.1"
+
+
+def require_diffusers() -> None:
+    """bench-speed compares against diffusers: say how to install it before any weights are built."""
+    import importlib.util
+
+    if importlib.util.find_spec("diffusers") is None:
+        raise ValueError(f"bench-speed times diffusers' AmusedPipeline as the reference, and diffusers is not "
+                         f"installed; install it with: pip install {DIFFUSERS_REQUIREMENT} (or run "
+                         f"bash scripts/test.sh once, which installs the test requirements)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tcts bench-speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["amused-256", "amused-512"], choices=sorted(CONFIGS))
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--cfg", type=float, default=10.0)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="float32 on CPU (default), float16/bfloat16 on GPU")
+    parser = argparse.ArgumentParser(prog="python -m tcts bench-speed", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter, epilog=EXIT_STATUS)
+    parser.add_argument("--models", nargs="+", default=["amused-256", "amused-512"], choices=sorted(CONFIGS),
+                        help="full-size configs to build with random weights")
+    parser.add_argument("--steps", type=int, default=12, help="sampling steps")
+    parser.add_argument("--cfg", type=float, default=10.0, help="classifier-free guidance scale")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per pipeline (order alternates)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--dtype", default=None,
+                        help="float32/float16/bfloat16 (default: float32 on CPU, float16 on GPU)")
     parser.add_argument("--weights", type=Path, default=None, help="folder to keep the random weights in")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--prompt", default="a photo of a red cat")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for speed.md / speed.json")
+    parser.add_argument("--prompt", default="a photo of a red cat", help="the prompt of every run")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
                         help="what to time (diffusers is the reference and always included)")
     parser.add_argument("--compile", action="store_true",
@@ -229,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
+    require_diffusers()
     weights = args.weights or Path(tempfile.mkdtemp(prefix="tcts-bench-"))
     results = {}
     for name in args.models:

@@ -57,7 +57,7 @@ MEISSONIC_DEFAULTS: dict[str, Any] = {
     "upsample": False,
 }
 
-# Released ``MeissonFlow/Meissonic`` transformer/config.json (docs/models.md section 2.2).
+# Released ``MeissonFlow/Meissonic`` transformer/config.json (docs/models.md, Meissonic transformer).
 MEISSONIC_RELEASED_CONFIG: dict[str, Any] = {
     "_class_name": "Transformer2DModel",
     "attention_head_dim": 128,

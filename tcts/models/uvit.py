@@ -1,10 +1,10 @@
 """Native aMUSEd transformer (diffusers ``UVit2DModel``).
 
-Module attribute names equal the checkpoint keys (``/docs/keys`` in the shared notes), so real aMUSEd
-files load with ``load_state_dict(strict=True)``. The forward follows diffusers
-``models/unets/uvit_2d.py`` (UVit2DModel.forward, UVitBlock, ConvNextBlock, ConvMlmLayer) and
-``models/attention.py`` (BasicTransformerBlock with ``ada_norm_continuous``, SkipFFTransformerBlock);
-every size comes from the checkpoint's ``config.json``.
+Module attribute names equal the checkpoint keys (docs/models.md, Checkpoint keys; the released key lists
+are in ``tests/fixtures/keys/``), so real aMUSEd files load with ``load_state_dict(strict=True)``. The
+forward follows diffusers ``models/unets/uvit_2d.py`` (UVit2DModel.forward, UVitBlock, ConvNextBlock,
+ConvMlmLayer) and ``models/attention.py`` (BasicTransformerBlock with ``ada_norm_continuous``,
+SkipFFTransformerBlock); every size comes from the checkpoint's ``config.json``.
 """
 from __future__ import annotations
 

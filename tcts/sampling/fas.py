@@ -1,11 +1,11 @@
-"""FAS, Frequency Adaptive Sampling (project definition, method.md §2.6-2.7): a rule wrapping a revocable rule.
+"""FAS, Frequency Adaptive Sampling (project definition; docs/method.md, FAS): a rule wrapping a revocable rule.
 
 Each step the generator's self-attention (captured during this step's forward, conditional rows only,
 head- and layer-averaged; see ``tcts/attention.py``) splits the tokens into a LOW- and a HIGH-frequency
 group (default statistic ``fft_hf``: the share of a token's attention-row FFT power above half the Nyquist
 radius; LOW = the ``q``-fraction with the least). LOW tokens are **persistent**: once kept they join the
 loop's ``fixed`` set and are never re-masked. HIGH tokens are **revocable** under the inner rule
-(``random-revoke`` for ``fas``; the learned selector for ``tcts-fas``). Budget, exactly as method.md §2.7::
+(``random-revoke`` for ``fas``; the learned selector for ``tcts-fas``). Budget (docs/method.md, FAS)::
 
     F = fixed (inpaint / edit outside the region + earlier persistent picks)
     budget = n_keep − |F|;  n_low = round(budget·|LOW \\ F| / |¬F|);  n_high = budget − n_low

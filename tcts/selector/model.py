@@ -1,7 +1,8 @@
 """The TCTS token selector: a transformer that reads a fully predicted token map and the prompt and says,
 per token, how likely it is to be *wrong* ("changed": it differs from what a real image would have there).
 
-Architecture (method.md §3, after the prototype's ``Text2Logit``; sizes are configurable):
+Architecture (docs/method.md, TCTS: the token selector; after ``Text2Logit`` of the first author's 2022
+prototype code; sizes are configurable):
 
 - **input**: the generator's fully predicted token map x̂ ``[B, h, w]`` (codebook ids, no mask tokens),
   embedded with ``nn.Embedding(codebook_size, width)`` plus a learned 2-D position embedding (one row and

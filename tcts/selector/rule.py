@@ -1,5 +1,6 @@
-"""The ``tcts`` selection rule: keep the tokens a learned selector believes are right (Lee et al. 2023, §2.5
-of method.md; prototype ``VQ_Critic.inference_generate_sample_with_condition``).
+"""The ``tcts`` selection rule: keep the tokens a learned selector believes are right (Lee et al. 2023;
+docs/method.md, The rule: which tokens are kept; after ``VQ_Critic.inference_generate_sample_with_condition``
+of the first author's 2022 prototype code).
 
 Per step (the loop has already drawn the proposal x̂ and, as for every revocable rule, copied the visible
 tokens into it, ``x̂ = where(x == M, x̂, x)``):

