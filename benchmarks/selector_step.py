@@ -15,6 +15,7 @@ CFG pass. Prints a markdown table and writes it (plus the raw JSON) to ``--out``
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import statistics
 import sys
@@ -27,10 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tcts.engine import Job, micro_conditions, run  # noqa: E402
 from tcts.models.uvit import UVit2DTransformer  # noqa: E402
-from tcts.pipeline import generate_tokens, micro_conditions  # noqa: E402
-from tcts.sampling import Conditioning  # noqa: E402
+from tcts.sampling.registry import RuleOptions, make_rule  # noqa: E402
+from tcts.sampling.step import Conditioning  # noqa: E402
 from tcts.selector import SelectorConfig, TokenSelector, parameter_count  # noqa: E402
+from tcts.selector.rule import SelectorOptions  # noqa: E402
+from tcts.settings import REFERENCE  # noqa: E402
+from tcts.starts import TextToImage  # noqa: E402
 
 MID_AMUSED = {"hidden_size": 256, "use_bias": False, "cond_embed_dim": 768, "micro_cond_encode_dim": 256,
               "micro_cond_embed_dim": 1280, "encoder_hidden_size": 768, "vocab_size": 1032, "codebook_size": 1024,
@@ -62,12 +67,15 @@ def selector_for(generator: torch.nn.Module, ratio: float, grid: tuple[int, int]
     return TokenSelector(best[1]).eval()
 
 
-def time_once(generator, cond, sampler, options, steps, grid, device) -> float:
+def time_once(generator, cond, sampler, options, steps, device) -> float:
     """Seconds per step of one whole sampling loop."""
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    generate_tokens(generator, cond, sampler=sampler, steps=steps, cfg=10.0, seed=0, grid=grid, rule_options=options)
+    side = MID_AMUSED["sample_size"] * 16
+    job = Job(condition=cond, sampling=replace(REFERENCE, steps=steps), rule=make_rule(sampler, options),
+              start=TextToImage(side, side))
+    run(generator, job, 16)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
@@ -92,23 +100,26 @@ def main(argv=None) -> int:
     text = torch.randn(2, 77, 768, generator=g)
     pooled = torch.randn(2, 768, generator=g)
     cond = Conditioning(text[:1], pooled[:1], micro_conditions(256, 256, 1), text[1:], pooled[1:])
-    runs = [("purity", "purity", {}, 0),
-            ("tcts (topk)", "tcts", {"selector": selector}, 1),
-            ("tcts (multinomial, noise 1)", "tcts", {"selector": selector, "choice": "multinomial", "noise": 1.0}, 1),
-            ("tcts (selector guidance w=3)", "tcts", {"selector": selector, "guidance": 3.0}, 2)]
+    def with_selector(options: SelectorOptions) -> RuleOptions:
+        return RuleOptions(selector=options, selector_model=selector)
+
+    runs = [("purity", "purity", RuleOptions(), 0),
+            ("tcts (topk)", "tcts", with_selector(SelectorOptions()), 1),
+            ("tcts (multinomial, noise 1)", "tcts", with_selector(SelectorOptions(choice="multinomial", noise=1.0)), 1),
+            ("tcts (selector guidance w=3)", "tcts", with_selector(SelectorOptions(guidance=3.0)), 2)]
     times: dict[str, list[float]] = {label: [] for label, *_ in runs}
     with torch.inference_mode():
         for label, sampler, options, _ in runs:   # warm-up (2 steps each)
-            time_once(generator, cond, sampler, options, 2, grid, device)
+            time_once(generator, cond, sampler, options, 2, device)
         for _ in range(args.repeats):             # interleaved, so load changes hit every sampler alike
             for label, sampler, options, _ in runs:
-                times[label].append(time_once(generator, cond, sampler, options, args.steps, grid, device))
+                times[label].append(time_once(generator, cond, sampler, options, args.steps, device))
     results = [{"sampler": label, "selector_passes": passes, "ms_per_step": min(times[label]) * 1000,
                 "ms_per_step_median": statistics.median(times[label]) * 1000}
                for label, _, _, passes in runs]
     with torch.inference_mode():   # the two forwards alone (min of 5): what a step of each costs at most
         x = torch.randint(0, generator.codebook_size, (1, *grid), generator=g).to(device)
-        from tcts.sampling import guided_logits
+        from tcts.sampling.step import guided_logits
         parts = {"generator CFG forward (batch 2)": lambda: guided_logits(generator, x, cond, 10.0, 0),
                  "selector forward (batch 1)": lambda: selector(x, cond.hidden_states.to(device), 0.5)}
         components = {}

@@ -10,10 +10,13 @@ from __future__ import annotations
 import torch
 from .api import io
 
-from ..tcts.attention import FAS_STATISTICS, attention_maps, overlay, to_pixels, word_columns
-from ..tcts.pipeline import text_condition
+from ..tcts.attention import attention_maps, overlay, to_pixels, word_columns
+from ..tcts.engine import condition
+from ..tcts.sampling.fas_options import FASOptions
+from ..tcts.starts import TextToImage
 from . import bridge
 from .conditioning import text_condition_from_comfy
+from .options import option_inputs, option_values
 from .types import EDITING_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 
@@ -55,12 +58,8 @@ class TCTSAttentionMaps(io.ComfyNode):
                 TokensType.Input("tokens", tooltip="a finished token grid (sampler output or VQ Encode)"),
                 io.String.Input("word", default="",
                                 tooltip="a word or phrase of the prompt (empty: no word map)"),
-                io.Combo.Input("statistic", options=list(FAS_STATISTICS), default="fft_hf"),
-                io.Float.Input("q", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="fraction of tokens in the LOW-frequency group"),
-                io.Float.Input("cutoff", default=0.5, min=0.0, max=1.41, step=0.05),
-                io.Boolean.Input("smooth", default=False),
-                io.String.Input("self_layers", default="", tooltip="FAS layers (empty: the first 2/3)"),
+                *option_inputs(FASOptions, only=("statistic", "q", "cutoff", "smooth")),
+                *option_inputs(FASOptions, only=("layers",), rename={"layers": "self_layers"}),
                 io.String.Input("cross_layers", default="", tooltip="word-map layers (empty: all)"),
                 io.Image.Input("image", optional=True,
                                tooltip="the decoded image to draw the heat maps over (same size as the tokens)"),
@@ -81,11 +80,12 @@ class TCTSAttentionMaps(io.ComfyNode):
         if image is not None and tuple(image.shape[1:3]) != size:
             raise ValueError(f"image is {image.shape[2]}x{image.shape[1]} px but the tokens decode to "
                              f"{size[1]}x{size[0]} px")
-        cond = text_condition(pos, None, tokens.width, tokens.height, b)
+        cond = condition(pos, None, TextToImage(tokens.width, tokens.height), b)
+        fas = option_values(FASOptions, {"statistic": statistic, "q": q, "cutoff": cutoff, "smooth": smooth,
+                                         "layers": self_layers})
         bridge.load_for_use(model.patcher)
         device = next(generator.parameters()).device
-        maps = attention_maps(generator, grid.to(device), cond, columns=columns, statistic=statistic, cutoff=cutoff,
-                              q=q, smooth=smooth, self_layers=self_layers.strip() or None,
+        maps = attention_maps(generator, grid.to(device), cond, columns=columns, fas=fas,
                               cross_layers=cross_layers.strip() or None)
         background = None if image is None else image.cpu()
         word_map = maps.word.cpu() if maps.word is not None else torch.zeros(b, *grid.shape[1:])

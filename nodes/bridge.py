@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..tcts.errors import OutOfMemory, is_out_of_memory
 from ..tcts.preview import CodeColours, code_colours, colour_preview
-from ..tcts.sampling import StepReport
+from ..tcts.sampling.loop import StepReport
 
 
 def parameter_count(model: torch.nn.Module) -> int:

@@ -5,15 +5,18 @@ from __future__ import annotations
 from .api import io
 
 from ..tcts.attention import to_pixels
-from ..tcts.editing import STRATEGIES, THRESHOLDS, RegionOptions, mask_free_edit, resolve_strategy
-from ..tcts.pipeline import decode_tokens, make_generators, text_condition
-from ..tcts.sampling import SCHEDULES
-from ..tcts.selector import check_selector_matches
+from ..tcts.editing import STRATEGIES, THRESHOLDS, EditRequest, RegionOptions, mask_free_edit, resolve_strategy
+from ..tcts.engine import Job, condition
+from ..tcts.pipeline import decode_tokens
+from ..tcts.sampling.registry import RULES, RuleOptions, make_rule
+from ..tcts.sampling.schedules import SCHEDULES
+from ..tcts.settings import Sampling
+from ..tcts.starts import EncodedImage, TextToImage
 from . import bridge
 from .attention import check_tokens, word_columns_from_comfy
 from .conditioning import text_condition_from_comfy
 from .samplers import PREVIEWS
-from .selector import SelectorBundle, SelectorType
+from .selector import SelectorBundle, SelectorType, selector_rule_options
 from .types import EDITING_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 
@@ -71,33 +74,32 @@ class TCTSMaskFreeEdit(io.ComfyNode):
         if not word.strip():
             raise ValueError("word is empty: name the word of the source prompt whose object to change")
         columns = word_columns_from_comfy(source, word, "source")
-        options, patchers = {}, [model.patcher]
-        if selector is not None:
-            check_selector_matches(selector.model, generator, source=f"selector {selector.name}")
-            options["selector"] = selector.model
+        strategy = resolve_strategy(strategy, selector is not None)
+        patchers = [model.patcher]
+        options = RuleOptions()
+        if selector is not None and RULES[strategy].needs_selector:
+            options = selector_rule_options(selector, model, {})
             patchers.append(selector.patcher)
-        strategy = resolve_strategy(strategy, options)
-        if selector is not None and strategy not in ("tcts", "tcts-fas"):
-            options.pop("selector")
-        region = RegionOptions(threshold=threshold, k=k, top_q=top_q, blur=blur, dilate=dilate,
-                               layers=region_layers.strip() or None)
-        mask_id = generator.vocab_size - 1
+        image = EncodedImage(tokens=grid, width=width, height=height, codebook_size=source_tokens.codebook_size)
+        placeholder = TextToImage(width, height)  # micro-conditions: the picture's size
+        request = EditRequest(source=image, source_condition=condition(src, None, placeholder, b), columns=columns,
+                              region=RegionOptions(threshold=threshold, k=k, top_q=top_q, blur=blur, dilate=dilate,
+                                                   layers=region_layers.strip() or None))
+        sampling = Sampling(steps=steps, cfg=cfg, schedule=schedule, choice_temperature=(choice_temperature, 0.0),
+                            temperature=temperature, draw_on_device=False)
         if preview == "decode" and model.vq is not None:
             patchers.append(model.vq.patcher)
         bridge.load_for_use(*patchers)
         decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
+        mask_id = generator.mask_token_id
         callback = bridge.progress_callback(steps, preview, mask_id, model.vq.model if model.vq is not None else None,
-                                        model.vq_factor, decode)
-        device = next(generator.parameters()).device
-        result = mask_free_edit(generator, grid.to(device), text_condition(src, None, width, height, b),
-                                text_condition(tgt, neg, width, height, b), columns,
-                                generators=make_generators(seed, b), strategy=strategy, rule_options=options,
-                                steps=steps, cfg=cfg, schedule=schedule, choice_temperature=(choice_temperature, 0.0),
-                                sampling_temperature=temperature, region=region, callback=callback)
+                                            model.vq_factor, decode)
+        target_job = Job(condition=condition(tgt, neg, placeholder, b), sampling=sampling,
+                         rule=make_rule(strategy, options), seed=seed, callback=callback)
+        result = mask_free_edit(generator, request, target_job, model.vq_factor)
         tokens = TokenGrid(tokens=bridge.to_output(result.tokens), codebook_size=int(generator.codebook_size),
                            width=width, height=height, family=model.family,
-                           extras={"mask_id": mask_id, "prompt": tgt.texts, "sampler": f"edit/{strategy}",
-                                   "seed": seed})
+                           extras={"mask_id": mask_id, "sampler": f"edit/{strategy}", "seed": seed})
         mask = to_pixels(result.region.float().cpu(), (height, width))
         return io.NodeOutput(tokens, bridge.to_output(mask))
 

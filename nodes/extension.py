@@ -4,7 +4,7 @@ from __future__ import annotations
 from .api import ComfyExtension, io
 
 from . import conditioning, loaders, samplers, selector, tokens
-from . import attention, editing, fas  # FAS sampler, attention maps, mask-free edit
+from . import attention, editing, fas, rules  # FAS sampler, attention maps, mask-free edit, rule nodes
 from .examples import provide_example_inputs
 from .folders import register_model_folders
 
@@ -16,4 +16,4 @@ provide_example_inputs()
 class TCTSExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [*loaders.NODES, *conditioning.NODES, *samplers.NODES, *tokens.NODES, *selector.NODES,
-                *fas.NODES, *attention.NODES, *editing.NODES]
+                *fas.NODES, *rules.NODES, *attention.NODES, *editing.NODES]

@@ -1,14 +1,15 @@
 """Loader nodes: a diffusers-layout folder, or split single files as ComfyUI users keep them."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import folder_paths
 from .api import io
 
-from ..tcts.checkpoints import CheckpointError, load_transformer, load_vq, read_json
-from ..tcts.pipeline import check_compatible, recommended_dimensions
-from ..tcts.settings import REFERENCE, ModelSettings, Sampling, read_model_settings, resolve_sampling
+from ..tcts.checkpoints import load_transformer, load_vq
+from ..tcts.model_folder import ModelFolder, recommended_dimensions
+from ..tcts.settings import REFERENCE, ModelSettings, Sampling, resolve_sampling
 from . import bridge
 from .clip import clip_from_file, clip_from_folder
 from .folders import MODELS_FOLDER, named_folders
@@ -58,8 +59,7 @@ def bundle_generator(model, name: str, schedule: str, vq: VQBundle | None, dtype
 def recommended(bundle: GeneratorBundle) -> tuple[Sampling, tuple[int, int]]:
     """What the loader outputs for the samplers: the folder's settings over the reference defaults, and the
     recommended (width, height)."""
-    base = Sampling(**{**REFERENCE.__dict__, "schedule": bundle.schedule})
-    sampling = resolve_sampling({}, bundle.settings, base).sampling
+    sampling = resolve_sampling(Sampling(), bundle.settings, replace(REFERENCE, schedule=bundle.schedule)).sampling
     return sampling, recommended_dimensions(bundle.model, bundle.vq_factor, bundle.settings)
 
 
@@ -89,17 +89,12 @@ class LoadMaskedModel(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, dtype: str = "auto") -> io.NodeOutput:
-        root = resolve_model_folder(model_name)
-        scheduler_file = root / "scheduler" / "scheduler_config.json"
-        schedule = read_json(scheduler_file).get("masking_schedule", "cosine") if scheduler_file.is_file() else "cosine"
-        transformer = load_transformer(root / "transformer")
-        vq_model = load_vq(root / "vqvae")
-        clip = clip_from_folder(root / "text_encoder", root / "tokenizer", dtype=clip_dtype())
-        if vq_model.codebook_size != transformer.codebook_size:
-            raise CheckpointError(f"{model_name}: VQ has {vq_model.codebook_size} codes, transformer predicts "
-                                  f"{transformer.codebook_size}")
+        folder = ModelFolder.open(resolve_model_folder(model_name))
+        transformer, vq_model = folder.transformer(), folder.vq()
+        folder.check(transformer, vq_model, folder.shells()["text_encoder"])
+        clip = clip_from_folder(folder.root / "text_encoder", folder.root / "tokenizer", dtype=clip_dtype())
         vq = VQBundle(patcher=bridge.wrap_vq(vq_model), name=model_name)
-        bundle = bundle_generator(transformer, model_name, schedule, vq, dtype, read_model_settings(root))
+        bundle = bundle_generator(transformer, model_name, folder.schedule, vq, dtype, folder.settings)
         sampling, (width, height) = recommended(bundle)
         return io.NodeOutput(bundle, vq, clip, sampling.steps, sampling.cfg, width, height)
 
@@ -153,10 +148,6 @@ class LoadTextEncoder(io.ComfyNode):
     @classmethod
     def execute(cls, clip_name: str) -> io.NodeOutput:
         return io.NodeOutput(clip_from_file(resolve_file("text_encoders", clip_name), dtype=clip_dtype()))
-
-
-def check_model_and_vq(model: GeneratorBundle, vq: VQBundle) -> None:
-    check_compatible(model.model, vq.model, None)
 
 
 NODES = [LoadMaskedModel, LoadMaskedTransformer, LoadVQ, LoadTextEncoder]

@@ -1,21 +1,26 @@
 """Sampler nodes: one per strategy family, all with the same inputs and a TCTS_TOKENS output.
 
-Each node unpacks its sockets, calls ``tcts.pipeline.generate_tokens`` with its selection rule, and
-packs the tokens; img2img (start tokens + strength) and inpaint (start tokens + mask) are optional.
+Each node unpacks its sockets into :class:`SamplerInputs`, builds its rule, runs the engine's job
+(``tcts.engine.run``) and packs the tokens; img2img (start tokens + strength) and inpaint (start tokens +
+mask) are optional.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 import torch
-from .api import io
 
-from ..tcts.images import mask_to_token_grid
-from ..tcts.pipeline import (decode_tokens, generate_tokens, img2img_start, make_generators, noise_for_img2img,
-                             start_for_inpaint, text_condition, token_grid)
-from ..tcts.sampling import SCHEDULES
+from ..tcts.engine import Job, condition, run
+from ..tcts.pipeline import decode_tokens
+from ..tcts.sampling.registry import RuleOptions, make_rule
+from ..tcts.sampling.rules import RevocableOptions, Rule
+from ..tcts.sampling.schedules import SCHEDULES
+from ..tcts.settings import Sampling
+from ..tcts.starts import EncodedImage, ImageToImage, Inpaint, Start, TextToImage, batch_size, size_of
 from . import bridge
+from .api import io
 from .conditioning import text_condition_from_comfy
 from .types import SAMPLERS_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
@@ -73,70 +78,91 @@ def warn_once_about_size(model: GeneratorBundle, width: int, height: int) -> Non
         logging.warning("tcts: %s: %s", model.name, warning)
 
 
-def run_sampler(rule: str, rule_options: dict[str, Any], model: GeneratorBundle, positive, negative, width: int,
-                height: int, batch_size: int, steps: int, cfg: float, seed: int, schedule: str,
-                choice_temperature: float, temperature: float, preview: str = "colours",
-                start_tokens: TokenGrid | None = None, mask: torch.Tensor | None = None, strength: float = 0.5,
-                strength_mode: str = "reference", draw_on_device: bool = False,
-                extra_patchers: Sequence[Any] = ()) -> TokenGrid:
-    generator = model.model
-    if schedule == MODEL_SCHEDULE:
-        schedule = model.settings.schedule or model.schedule
-    pos = text_condition_from_comfy(positive, "positive", generator.text_hidden_size, generator.pooled_size)
+@dataclass
+class SamplerInputs:
+    """The inputs every sampler node shares (``common_inputs``), as the node received them."""
+
+    model: GeneratorBundle
+    positive: Any
+    negative: Any
+    width: int
+    height: int
+    batch_size: int
+    steps: int
+    cfg: float
+    seed: int
+    schedule: str
+    choice_temperature: float
+    temperature: float
+    preview: str = "colours"
+    start_tokens: TokenGrid | None = None
+    mask: torch.Tensor | None = None
+    strength: float = 0.5
+    strength_mode: str = "reference"
+    draw_on_device: bool = False
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> "SamplerInputs":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def start(self) -> Start:
+        """Text to image, img2img (start tokens) or inpaint (start tokens + mask)."""
+        if self.start_tokens is None:
+            if self.mask is not None:
+                raise ValueError("a mask needs start tokens (VQ Encode the image to inpaint)")
+            return TextToImage(self.width, self.height)
+        grid = self.start_tokens
+        image = EncodedImage(tokens=grid.tokens, width=grid.width, height=grid.height, codebook_size=grid.codebook_size)
+        if self.mask is not None:
+            return Inpaint(image, self.mask, self.strength)
+        return ImageToImage(image, self.strength, self.strength_mode)
+
+    def sampling(self) -> Sampling:
+        schedule = self.schedule if self.schedule != MODEL_SCHEDULE else (self.model.settings.schedule or
+                                                                          self.model.schedule)
+        return Sampling(steps=self.steps, cfg=self.cfg, schedule=schedule,
+                        choice_temperature=(self.choice_temperature, 0.0), temperature=self.temperature,
+                        draw_on_device=self.draw_on_device)
+
+
+def job_for(rule: Rule, inputs: SamplerInputs, preview_steps: int | None = None) -> Job:
+    """The engine job of a sampler node: conditions from its sockets, its start, settings and rule."""
+    generator = inputs.model.model
+    start = inputs.start()
+    batch = batch_size(start, inputs.batch_size)
+    pos = text_condition_from_comfy(inputs.positive, "positive", generator.text_hidden_size, generator.pooled_size)
     neg = None
-    if cfg != 1.0:
-        if negative is None:
+    if inputs.cfg != 1.0:
+        if inputs.negative is None:
             raise ValueError("negative conditioning is missing (cfg != 1 needs it; encode an empty prompt)")
-        neg = text_condition_from_comfy(negative, "negative", generator.text_hidden_size, generator.pooled_size)
-    mask_id = generator.vocab_size - 1
-    start = fixed = None
-    start_step, smr = 0, 1
-    if start_tokens is not None:
-        if start_tokens.codebook_size != generator.codebook_size:
-            raise ValueError(f"start tokens come from a {start_tokens.codebook_size}-code VQ but the model predicts "
-                             f"{generator.codebook_size} codes")
-        width, height = start_tokens.width, start_tokens.height
-        images = start_tokens.tokens.shape[0]
-        if images > 1 and batch_size not in (1, images):
-            raise ValueError(f"start tokens hold {images} images but batch_size is {batch_size}")
-        batch_size = max(batch_size, images)
-    elif mask is not None:
-        raise ValueError("a mask needs start tokens (VQ Encode the image to inpaint)")
-    grid = token_grid(generator, width, height, model.vq_factor)
+        neg = text_condition_from_comfy(inputs.negative, "negative", generator.text_hidden_size,
+                                        generator.pooled_size)
+    return Job(condition=condition(pos, neg, start, batch), sampling=inputs.sampling(), rule=rule, start=start,
+               seed=inputs.seed)
+
+
+def sample_tokens(rule: Rule, inputs: SamplerInputs, extra_patchers: Sequence[Any] = ()) -> TokenGrid:
+    """Run a sampler node: the job through the engine under ComfyUI's model manager, with progress, live
+    previews and Cancel, and a clear message (models unloaded) when memory runs out."""
+    model = inputs.model
+    job = job_for(rule, inputs)
+    width, height = size_of(job.start)
     warn_once_about_size(model, width, height)
-    generators = make_generators(seed, batch_size)
-    if start_tokens is not None:
-        encoded = start_tokens.tokens.to(torch.long).cpu().expand(batch_size, *grid)
-        if mask is not None:
-            pixel_mask = mask if mask.ndim == 3 else mask[None]
-            if not (pixel_mask > 0).any():
-                raise ValueError("inpaint mask is empty: nothing to regenerate. Paint one with Open in MaskEditor "
-                                 "(LoadImage: transparent = regenerate) or connect a MASK with 1 where to repaint")
-            if tuple(pixel_mask.shape[1:]) != (height, width):
-                raise ValueError(f"mask is {pixel_mask.shape[2]}x{pixel_mask.shape[1]} px but the image is "
-                                 f"{width}x{height}; give a mask of the image's size")
-            start, fixed, smr = start_for_inpaint(encoded, mask_to_token_grid(pixel_mask, grid), mask_id)
-            start_step = img2img_start(steps, strength) if strength < 1.0 else 0
-        else:
-            start_step = img2img_start(steps, strength, strength_mode)
-            start = noise_for_img2img(encoded, steps, start_step, schedule, mask_id, generators, strength_mode)
-    cond = text_condition(pos, neg, width, height, batch_size)
     patchers = [model.patcher, *extra_patchers]  # e.g. a TCTS selector, loaded together with the generator
-    patchers += [model.vq.patcher] if preview == "decode" and model.vq is not None else []
+    patchers += [model.vq.patcher] if inputs.preview == "decode" and model.vq is not None else []
     bridge.load_for_use(*patchers)
     decode = (lambda t: decode_tokens(model.vq.model, t)) if model.vq is not None else None
-    callback = bridge.progress_callback(steps, preview, mask_id, model.vq.model if model.vq is not None else None,
-                                        model.vq_factor, decode)
+    mask_id = model.model.mask_token_id
+    job.callback = bridge.progress_callback(inputs.steps, inputs.preview, mask_id,
+                                            model.vq.model if model.vq is not None else None, model.vq_factor, decode)
+    batch = job.condition.batch_size
     advice = "Try a smaller batch size or resolution, or the fp16/bf16 dtype in the loader."
-    with bridge.unload_on_oom(f"sampling {batch_size} image(s) of {width}x{height} px", advice):
-        tokens = generate_tokens(generator, cond, sampler=rule, steps=steps, cfg=cfg, grid=grid, tokens=start,
-                                 fixed=fixed, start_step=start_step, starting_mask_ratio=smr, schedule=schedule,
-                                 choice_temperature=(choice_temperature, 0.0), sampling_temperature=temperature,
-                                 rule_options=rule_options, generators=generators, draw_on_device=draw_on_device,
-                                 callback=callback)
-    return TokenGrid(tokens=bridge.to_output(tokens), codebook_size=int(generator.codebook_size), width=width,
+    with bridge.unload_on_oom(f"sampling {batch} image(s) of {width}x{height} px", advice):
+        tokens = run(model.model, job, model.vq_factor)
+    return TokenGrid(tokens=bridge.to_output(tokens), codebook_size=int(model.model.codebook_size), width=width,
                      height=height, family=model.family,
-                     extras={"mask_id": mask_id, "prompt": pos.texts, "sampler": rule, "seed": seed})
+                     extras={"mask_id": mask_id, "sampler": rule.name, "seed": inputs.seed})
 
 
 class PersistentSampler(io.ComfyNode):
@@ -151,8 +177,8 @@ class PersistentSampler(io.ComfyNode):
             outputs=[TokensType.Output(display_name="tokens")])
 
     @classmethod
-    def execute(cls, sampler: str, **kwargs) -> io.NodeOutput:
-        return io.NodeOutput(run_sampler(sampler, {}, **kwargs))
+    def execute(cls, sampler: str, **inputs) -> io.NodeOutput:
+        return io.NodeOutput(sample_tokens(make_rule(sampler), SamplerInputs.of(inputs)))
 
 
 class RevocableSampler(io.ComfyNode):
@@ -171,8 +197,9 @@ class RevocableSampler(io.ComfyNode):
             outputs=[TokensType.Output(display_name="tokens")])
 
     @classmethod
-    def execute(cls, sampler: str, repredict_visible: bool, **kwargs) -> io.NodeOutput:
-        return io.NodeOutput(run_sampler(sampler, {"repredict_visible": repredict_visible}, **kwargs))
+    def execute(cls, sampler: str, repredict_visible: bool, **inputs) -> io.NodeOutput:
+        options = RuleOptions(revocable=RevocableOptions(repredict_visible=repredict_visible))
+        return io.NodeOutput(sample_tokens(make_rule(sampler, options), SamplerInputs.of(inputs)))
 
 
 NODES = [PersistentSampler, RevocableSampler]

@@ -13,10 +13,12 @@ from typing import Any
 from .api import io
 
 from ..tcts.selector import check_selector_matches, is_selector_folder, load_selector
-from ..tcts.selector.rule import CHOICES
+from ..tcts.sampling.registry import RuleOptions, make_rule
+from ..tcts.selector.rule import SelectorOptions
 from . import bridge
 from .folders import SELECTORS_FOLDER, named_folders
-from .samplers import common_inputs, run_sampler
+from .options import option_inputs, option_values
+from .samplers import SamplerInputs, common_inputs, sample_tokens
 from .types import LOADERS_CATEGORY, SAMPLERS_CATEGORY, GeneratorBundle, TokensType
 
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
@@ -83,25 +85,24 @@ class TCTSSelectorSampler(io.ComfyNode):
                         "the rest, including earlier tokens it now distrusts, are re-masked (revocable).",
             inputs=[
                 SelectorType.Input("selector", tooltip="from Load Token Selector (trained for this model)"),
-                io.Float.Input("selector_guidance", default=1.0, min=0.0, max=20.0, step=0.1,
-                               tooltip="selector guidance w: p_null + w·(p_cond − p_null); 1 = off (one selector pass)"),
-                io.Float.Input("selector_noise", default=0.0, min=0.0, max=10.0, step=0.05,
-                               tooltip="annealed noise α on the keep-score: α·(1 − progress)·U(0, 1)"),
-                io.Combo.Input("selector_choice", options=list(CHOICES), default="topk",
-                               tooltip="topk: keep the best-scored tokens; multinomial: draw the kept set by score"),
+                *option_inputs(SelectorOptions, prefix="selector_"),
                 *common_inputs(),
             ],
             outputs=[TokensType.Output(display_name="tokens")])
 
     @classmethod
-    def execute(cls, selector: SelectorBundle, selector_guidance: float, selector_noise: float,
-                selector_choice: str, model: GeneratorBundle, **kwargs) -> io.NodeOutput:
-        if selector is None:
-            raise ValueError("selector input is missing: connect a Load Token Selector")
-        check_selector_matches(selector.model, model.model, source=f"selector {selector.name}")
-        options = {"selector": selector.model, "guidance": selector_guidance, "noise": selector_noise,
-                   "choice": selector_choice}
-        return io.NodeOutput(run_sampler("tcts", options, model=model, extra_patchers=[selector.patcher], **kwargs))
+    def execute(cls, selector: SelectorBundle, model: GeneratorBundle, **inputs) -> io.NodeOutput:
+        rule = make_rule("tcts", selector_rule_options(selector, model, inputs))
+        return io.NodeOutput(sample_tokens(rule, SamplerInputs.of({"model": model, **inputs}), [selector.patcher]))
+
+
+def selector_rule_options(selector: SelectorBundle | None, model: GeneratorBundle, inputs: dict) -> RuleOptions:
+    """The rule options of a node with a selector socket and ``selector_*`` inputs."""
+    if selector is None:
+        raise ValueError("selector input is missing: connect a Load Token Selector")
+    check_selector_matches(selector.model, model.model, source=f"selector {selector.name}")
+    return RuleOptions(selector=option_values(SelectorOptions, inputs, prefix="selector_"),
+                       selector_model=selector.model)
 
 
 NODES = [LoadSelector, TCTSSelectorSampler]

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 from tcts.attention import AttentionRequest, step_capture  # noqa: E402
 from tcts.models.meissonic import MEISSONIC_RELEASED_CONFIG, MeissonicTransformer  # noqa: E402
 from tcts.models.uvit import UVit2DTransformer  # noqa: E402
-from tcts.sampling import Conditioning, guided_logits  # noqa: E402
+from tcts.sampling.step import Conditioning, guided_logits  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

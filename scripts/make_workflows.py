@@ -230,6 +230,32 @@ def txt2img_tcts_fas() -> Graph:
     return g
 
 
+def composable() -> Graph:
+    """Rule: TCTS -> Rule: FAS (wraps it) -> Masked Sampler (Custom) -> VQ decode -> SaveImage."""
+    g = Graph("Composable sampler - FAS around TCTS", "composable_fas_tcts")
+    g.note("**Composable sampler**: the sampling strategy is a socket. *Rule: TCTS* (the learned selector) is the "
+           "revocable rule; *Rule: FAS* wraps it (low-frequency areas persistent, high-frequency areas revoked "
+           "by TCTS); *Masked Sampler (Custom)* runs whatever rule reaches its `rule` input. Swap in *Rule: Random "
+           "Revoke*, *Rule: Purity* or *Rule: Uniform* (FAS needs a revocable rule), or connect *FAS Options "
+           "(advanced)* for the ablation knobs. Same tokens as the *TCTS + FAS Sampler* node with the same "
+           "settings.\n\n" + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 420))
+    load, text = _model_and_prompt(g)
+    selector = g.node("TCTSLoadSelector", (360, 340), selector_name=SELECTOR, dtype="auto")
+    tcts = g.node("TCTSRuleTCTS", (360, 560), size=(320, 180), model=load.out("model"),
+                  selector=selector.out("selector"))
+    fas = g.node("TCTSRuleFAS", (360, 800), size=(320, 110), inner=tcts.out("rule"), q=FAS_SETTINGS["q"])
+    sampler = g.node("TCTSCustomSampler", (800, 40), size=(340, 440), rule=fas.out("rule"), model=load.out("model"),
+                     positive=text.out("positive"), negative=text.out("negative"), **SAMPLER_SETTINGS,
+                     **{k: load.out(k) for k in FROM_LOADER})
+    decode = g.node("TCTSVQDecode", (1160, 40), vq=load.out("vq"), tokens=sampler.out("tokens"))
+    save = _save(g, decode.out("image"), (1420, 40))
+    g.group("1 · model, selector and prompt", [load, text, selector])
+    g.group("2 · the rule: FAS around TCTS", [tcts, fas])
+    g.group("3 · sample", [sampler])
+    g.group("4 · decode and save", [decode, save])
+    return g
+
+
 def img2img() -> Graph:
     g = Graph("Image to image", "img2img")
     g.note("**img2img**: *VQ Encode* turns your image into tokens; the sampler re-masks part of them and "
@@ -321,6 +347,7 @@ def all_graphs() -> list[Graph]:
                 "**Text to image, Random Revoke** (revocable): every step the kept set is drawn afresh "
                 "over all positions, so earlier tokens can be revoked and resampled."),
         txt2img_tcts_fas(),
+        composable(),
         img2img(),
         inpaint(),
         upscale("Upscale with a core node", "upscale_core",

@@ -54,8 +54,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import parse_layers
+from .sampling.fas_options import FAS_STATISTICS, FASOptions
+from .sampling.step import guided_logits
+
 KINDS = ("self", "cross")
-FAS_STATISTICS = ("fft_hf", "entropy", "locality")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,39 +97,6 @@ def default_layers(kind: str, num_layers: int) -> list[int]:
     if kind == "self":
         return list(range(max(1, round(2 * num_layers / 3))))
     return list(range(num_layers))
-
-
-def parse_layers(spec: str | Sequence[int] | None) -> list[int] | str | None:
-    """``None``/``""``/``"default"`` -> None (the default); ``"all"`` -> ``"all"``; ``"0-14,20,-1"`` ->
-    ``[0..14, 20, -1]`` (``a-b`` inclusive, negative numbers count from the end)."""
-    if spec is None:
-        return None
-    if not isinstance(spec, str):
-        return [int(i) for i in spec]
-    text = spec.strip().lower()
-    if text in ("", "default"):
-        return None
-    if text == "all":
-        return "all"
-    out: list[int] = []
-    for item in text.replace(" ", "").split(","):
-        if not item:
-            continue
-        m = re.fullmatch(r"(\d+)-(\d+)", item)
-        try:
-            if m:
-                a, b = int(m.group(1)), int(m.group(2))
-                if b < a:
-                    raise ValueError
-                out.extend(range(a, b + 1))
-            else:
-                out.append(int(item))
-        except ValueError:
-            raise ValueError(f"layers {spec!r}: expected comma-separated indices or ranges like '0-14,20' "
-                             f"(negative = from the end), 'all' or '' for the default") from None
-    if not out:
-        raise ValueError(f"layers {spec!r} selects no layer")
-    return out
 
 
 def resolve_layers(kind: str, layers: Sequence[int] | str | None, num_layers: int) -> list[int]:
@@ -307,20 +277,10 @@ def capture_attention(model: nn.Module, layers: Sequence[int] | str | Mapping[st
 
 @dataclass(frozen=True)
 class AttentionRequest:
-    """What a rule with ``needs_attention`` wants captured during one step's forward."""
+    """What a rule wants captured during one step's forward (``Rule.attention``)."""
 
     kinds: tuple[str, ...] = ("self",)
     layers: Any = None
-
-
-def requested_attention(rule: Any, step: int, steps: int, memory: dict) -> AttentionRequest | None:
-    """The capture a rule asks for at ``step`` (None: none). Rules may define
-    ``attention_request(step, steps, memory)``; otherwise ``needs_attention=True`` means self-attention
-    on the default layers every step."""
-    if not getattr(rule, "needs_attention", False):
-        return None
-    ask = getattr(rule, "attention_request", None)
-    return ask(step, steps, memory) if callable(ask) else AttentionRequest()
 
 
 @contextmanager
@@ -340,8 +300,6 @@ def reencode_attention(model: nn.Module, tokens: torch.Tensor, cond: Any, *, kin
     """Run the generator once on ``tokens`` ``[B, h, w]`` with the positive condition only (no CFG) and
     return the captured attention. ``cond`` is a ``sampling.Conditioning``; ``timestep`` 0 = the last
     step of a schedule (Meissonic's step index; aMUSEd ignores it)."""
-    from .sampling.loop import guided_logits
-
     device = next(model.parameters()).device
     with capture_attention(model, layers=layers, kinds=kinds, batch=tokens.shape[0]) as acc:
         guided_logits(model, tokens.to(device), cond, 1.0, timestep)
@@ -578,17 +536,18 @@ class AttentionMaps:
 
 
 def attention_maps(model: nn.Module, tokens: torch.Tensor, cond: Any, *,
-                   columns: Sequence[int] | Sequence[Sequence[int]] | None = None, statistic: str = "fft_hf",
-                   cutoff: float = 0.5, q: float = 0.5, smooth: bool = False, self_layers: Any = None,
+                   columns: Sequence[int] | Sequence[Sequence[int]] | None = None, fas: FASOptions | None = None,
                    cross_layers: Any = None, timestep: int = 0) -> AttentionMaps:
-    """Re-run the generator once on final ``tokens`` with the prompt and derive the maps.
+    """Re-run the generator once on final ``tokens`` with the prompt and derive the maps (the LOW group as
+    FAS with options ``fas`` would split it; the word's cross-attention on ``cross_layers``).
 
     Re-encoding needs only model + condition + tokens, so it works on any token grid (a generation, a
     VQ-encoded photo, an edit) whatever sampler made it."""
+    fas = fas or FASOptions()
     kinds = ("self", "cross") if columns is not None else ("self",)
-    layers = {"self": self_layers, "cross": cross_layers}
+    layers = {"self": parse_layers(fas.layers), "cross": cross_layers}
     captured = reencode_attention(model, tokens, cond, kinds=kinds, layers=layers, timestep=timestep)
-    low, score = fas_low_map(captured, statistic, cutoff, q, smooth)
+    low, score = fas_low_map(captured, fas.statistic, fas.cutoff, fas.q, fas.smooth)
     word = None
     if columns is not None:
         word = captured.to_token_grid(minmax(word_map(captured, columns)))

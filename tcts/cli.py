@@ -8,50 +8,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from .atomic import atomic_write
-from .cli_help import EXIT_FAILED, EXIT_STATUS, EXIT_USAGE, HelpFormatter, UsageError
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-def default_model_path() -> Path:
-    """The bundled demo model (shipped with the repository)."""
-    return Path(__file__).resolve().parent.parent / "models" / "shapes-demo"
-
-
-def default_selector_path() -> Path:
-    """The TCTS selector trained for the bundled demo model."""
-    return Path(__file__).resolve().parent.parent / "models" / "shapes-demo-selector"
-
-
-class StderrProgress:
-    """A one-line progress bar on stderr (no dependency)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.start = time.perf_counter()
-
-    def __call__(self, report) -> None:
-        done = report.step + 1
-        width = 24
-        filled = int(width * done / report.steps)
-        elapsed = time.perf_counter() - self.start
-        end = "\n" if done == report.steps else ""
-        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{report.steps} "
-              f"{elapsed:.1f}s", end=end, file=sys.stderr, flush=True)
-
-
-def save_npy_atomic(array: np.ndarray, path: Path) -> None:
-    atomic_write(path, lambda tmp: np.save(tmp, array), suffix=".npy")
+from .cli_common import (DTYPES, EXIT_FAILED, EXIT_STATUS, EXIT_USAGE, HelpFormatter, StderrProgress, UsageError,
+                         check_output, default_selector_path, model_folder, output_paths, report_model_settings,
+                         sampling_from_args, save_npy_atomic)
+from .sampling.registry import SELECTOR_SAMPLERS
+from .starts import STRENGTH_MODES, ImageToImage, Inpaint, Start, TextToImage, size_of
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
-    from .sampling import RULES, SCHEDULES
+    from .cli_attention import add_attention_arguments
+    from .cli_rules import add_rule_arguments, add_sampler_argument
+    from .sampling.schedules import SCHEDULES
 
     p = sub.add_parser("generate", help="text-to-image, img2img or inpaint with a masked generative model",
                        formatter_class=HelpFormatter, epilog=EXIT_STATUS,
@@ -62,9 +34,7 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="diffusers-layout model folder (default: the bundled demo model, models/shapes-demo)")
     p.add_argument("--prompt", required=True, help="what to draw")
     p.add_argument("--negative", default="", help='negative prompt (default: "", encoded like the reference)')
-    p.add_argument("--sampler", default="purity", choices=sorted(RULES),
-                   help="which tokens to keep each step: purity (confidence, the reference), uniform, "
-                        "random-revoke, tcts / tcts-fas (need a selector), fas")
+    add_sampler_argument(p)
     p.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: the model's tcts_settings.json, else 12)")
     p.add_argument("--cfg", type=float, default=None,
@@ -83,14 +53,9 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                         "else 2 -> 0)")
     p.add_argument("--temperature", type=float, default=None,
                    help="token sampling temperature (default: the model's tcts_settings.json, else 1)")
-    p.add_argument("--repredict-visible", action="store_true",
-                   help="revocable samplers: re-predict visible tokens instead of copying them "
-                        "(only for generators trained on all positions)")
-    from .selector.cli import add_selector_arguments
-    add_selector_arguments(p)
     p.add_argument("--init-image", type=Path, default=None, help="start image for img2img / inpaint")
-    p.add_argument("--strength", type=float, default=None, help="img2img strength (default 0.5; inpaint 1.0)")
-    p.add_argument("--strength-mode", default="reference", choices=("reference", "full"),
+    p.add_argument("--strength", type=float, default=None, help="img2img strength (default: 0.5; inpaint 1.0)")
+    p.add_argument("--strength-mode", default="reference", choices=STRENGTH_MODES,
                    help="reference: strength 1.0 masks nothing (diffusers quirk); full: it masks everything")
     p.add_argument("--mask", type=Path, default=None, help="inpaint mask image (white = regenerate)")
     p.add_argument("--out", type=Path, required=True, help="output PNG (batch > 1: name-<i>.png)")
@@ -103,59 +68,37 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
                    help="draw tokens with per-image generators on --device instead of the reference's CPU "
                         "generators: several times faster per step on a GPU, reproducible on the same GPU, but "
                         "other images than diffusers for the same seed (no effect with --device cpu)")
-    from .cli_attention import add_attention_arguments, add_fas_arguments
-    add_fas_arguments(p), add_attention_arguments(p)
+    add_rule_arguments(p)
+    add_attention_arguments(p)
     p.set_defaults(func=run_generate)
 
 
-def output_paths(out: Path, batch: int) -> list[Path]:
-    if batch == 1:
-        return [out]
-    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(batch)]
+def start_from_args(args: argparse.Namespace, pipe) -> Start:
+    """Text to image, img2img (``--init-image``) or inpaint (``--init-image`` + ``--mask``)."""
+    from .images import load_image, load_mask
 
-
-def model_folder(args: argparse.Namespace) -> Path:
-    """``--model``, or the bundled demo model."""
-    path = args.model or default_model_path()
-    if args.model is None and not path.exists():
-        raise UsageError("no --model given and the bundled demo model is not present")
-    return path
-
-
-def check_output(what: str, path: Path | None) -> None:
-    if path is None:
-        return
-    if path.suffix.lower() not in ("", ".png"):
-        raise UsageError(f"{what} must be a .png file; got {path}")
-    if not path.parent.exists():
-        raise UsageError(f"output folder {path.parent} does not exist")
-
-
-def report_model_settings(pipe, resolved, width: int, height: int) -> None:
-    """Say on stderr which settings came from the model folder, and warn once about an untrained size."""
-    line = resolved.describe_model_values(pipe.settings)
-    if line:
-        print(f"tcts: {line}", file=sys.stderr)
-    warning = pipe.settings.size_warning(width, height)
-    if warning:
-        print(f"tcts: warning: {warning}", file=sys.stderr)
+    if args.init_image is None:
+        width, height = pipe.default_dimensions
+        return TextToImage(args.width or width, args.height or height)
+    image = pipe.encode(load_image(args.init_image))
+    if args.mask is not None:
+        return Inpaint(image, load_mask(args.mask), 1.0 if args.strength is None else args.strength)
+    return ImageToImage(image, 0.5 if args.strength is None else args.strength, args.strength_mode)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .images import load_image, load_mask, save_image
+    from .cli_attention import check_attention_args, write_generation_maps
+    from .cli_rules import rule_from_args
+    from .images import save_image
     from .pipeline import Pipeline
 
     model_path = model_folder(args)
     check_output("--out", args.out)
     if args.mask is not None and args.init_image is None:
         raise UsageError("--mask needs --init-image (the picture to inpaint)")
-    from .selector.cli import (  # loads --selector before the model
-        SELECTOR_SAMPLERS,
-        selector_rule_options,
-    )
     if args.model is None and args.selector is None and args.sampler in SELECTOR_SAMPLERS:
         args.selector = default_selector_path() if default_selector_path().is_dir() else None
-    selector_options = selector_rule_options(args, None, dtype=DTYPES[args.dtype], device=args.device)
+    rule = rule_from_args(args, args.sampler, dtype=DTYPES[args.dtype], device=args.device)
     # one-shot run: load each component when its phase starts and free it after (peak memory = the largest
     # component); attention maps need the transformer again after sampling, so they load everything
     sequential = args.attention_out is None
@@ -164,34 +107,18 @@ def run_generate(args: argparse.Namespace) -> int:
         pipe.transformer.to(args.device)
         pipe.vq.to(args.device)
         pipe.text_encoder.model.to(args.device)
-    init = load_image(args.init_image) if args.init_image else None
-    mask = load_mask(args.mask) if args.mask else None
-    width, height = (init.shape[2], init.shape[1]) if init is not None else pipe.default_dimensions
-    width, height = args.width or width, args.height or height
-    report_model_settings(pipe, pipe.resolve(steps=args.steps, cfg=args.cfg, schedule=args.schedule,
-                                             choice_temperature=args.choice_temperature, temperature=args.temperature),
-                          width, height)
-    options = {"repredict_visible": True} if args.repredict_visible else {}
-    options.update(selector_options)
-    from .cli_attention import (
-        check_attention_args,
-        fas_rule_options,
-        write_generation_maps,
-    )
-    options.update(fas_rule_options(args)), check_attention_args(args, pipe)
-    result = pipe.generate(
-        args.prompt, args.negative, sampler=args.sampler, steps=args.steps, cfg=args.cfg, seed=args.seed,
-        width=args.width, height=args.height, batch_size=args.batch_size, schedule=args.schedule,
-        choice_temperature=args.choice_temperature and tuple(args.choice_temperature),
-        sampling_temperature=args.temperature,
-        init_image=init, strength=args.strength, strength_mode=args.strength_mode, mask=mask,
-        rule_options=options, draw_on_device=args.draw_on_device, callback=StderrProgress(args.sampler))
-    paths = output_paths(args.out.with_suffix(".png"), args.batch_size)
+    check_attention_args(args, pipe)
+    start = start_from_args(args, pipe)
+    sampling = sampling_from_args(args)
+    report_model_settings(pipe, pipe.resolve(sampling, start), *size_of(start))
+    result = pipe.generate(args.prompt, args.negative, sampler=rule, seed=args.seed, batch_size=args.batch_size,
+                           sampling=sampling, start=start, callback=StderrProgress(rule.name))
+    paths = output_paths(args.out.with_suffix(".png"), result.tokens.shape[0])
     for image, path in zip(result.images, paths):
         save_image(image, path)
     if args.tokens_out is not None:
         tokens = result.tokens.cpu().numpy().astype(np.int64)
-        save_npy_atomic(tokens[0] if args.batch_size == 1 else tokens, args.tokens_out)
+        save_npy_atomic(tokens[0] if tokens.shape[0] == 1 else tokens, args.tokens_out)
     if args.attention_out is not None:
         paths += write_generation_maps(pipe, [args.prompt], result, args.attention_out, args.attention_word)
     print("\n".join(str(p) for p in paths))
@@ -222,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .errors import OutOfMemory
-    from .sampling import NonFiniteLogitsError
+    from .sampling.step import NonFiniteLogitsError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

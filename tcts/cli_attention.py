@@ -1,7 +1,5 @@
-"""Command-line parts of FAS, attention maps and mask-free editing.
+"""Command-line parts of attention maps and mask-free editing.
 
-* ``generate --sampler fas|tcts-fas`` with ``--fas-*`` options (:func:`add_fas_arguments`,
-  :func:`fas_rule_options`);
 * ``generate --attention-out maps.png [--attention-word WORD]``: after generating, re-run the generator
   once on the final tokens with the prompt and write ``maps-word.png`` (heat-map overlay of the word's
   cross-attention), ``maps-word-mask.png`` (grey map), ``maps-lowfreq.png`` / ``maps-lowfreq-mask.png``
@@ -16,44 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from .attention import FAS_STATISTICS
-
-FAS_SAMPLERS = ("fas", "tcts-fas")
-
-
-# --------------------------------------------------------------------------------------------------
-# FAS options
-# --------------------------------------------------------------------------------------------------
-
-def add_fas_arguments(p: argparse.ArgumentParser) -> None:
-    from .sampling.fas import LOW_SCORERS, REGROUP
-
-    g = p.add_argument_group("FAS (samplers fas / tcts-fas; see docs/method.md)")
-    g.add_argument("--fas-statistic", default="fft_hf", choices=FAS_STATISTICS,
-                   help="self-attention statistic that splits LOW/HIGH frequency tokens (default fft_hf)")
-    g.add_argument("--fas-q", type=float, default=0.5, help="fraction of tokens in the LOW group (default 0.5)")
-    g.add_argument("--fas-cutoff", type=float, default=0.5, help="fft_hf radial cutoff, fraction of Nyquist (0.5)")
-    g.add_argument("--fas-layers", default="",
-                   help="self-attention layers, e.g. '0-14,20' (default: the first 2/3 of the layers)")
-    g.add_argument("--fas-regroup", default="every_step", choices=REGROUP,
-                   help="recompute the groups every step, or freeze them after --fas-freeze-after")
-    g.add_argument("--fas-freeze-after", type=float, default=0.25, help="warm-up fraction for freeze_after")
-    g.add_argument("--fas-smooth", action="store_true", help="3x3 blur of the statistic before grouping")
-    g.add_argument("--fas-invert", action="store_true", help="ablation: LOW revocable, HIGH persistent")
-    g.add_argument("--fas-low-scorer", default="inner", choices=LOW_SCORERS,
-                   help="score of new persistent picks: the inner rule's (default), purity or confidence")
-    g.add_argument("--fas-start-frac", type=float, default=0.0, help="run FAS only after this fraction of steps")
-
-
-def fas_rule_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Rule options from the ``--fas-*`` flags (empty unless ``args.sampler`` is fas/tcts-fas). The
-    selector of ``tcts-fas`` comes from ``--selector`` (``tcts.selector.cli.selector_rule_options``)."""
-    if getattr(args, "sampler", None) not in FAS_SAMPLERS:
-        return {}
-    return dict(statistic=args.fas_statistic, q=args.fas_q, cutoff=args.fas_cutoff, layers=args.fas_layers or None,
-                regroup=args.fas_regroup, freeze_after=args.fas_freeze_after, smooth=args.fas_smooth,
-                invert=args.fas_invert, low_scorer=args.fas_low_scorer, start_frac=args.fas_start_frac)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -95,14 +55,15 @@ def map_paths(out: Path, batch: int, index: int, what: str) -> Path:
 def write_generation_maps(pipe: Any, prompts: list[str], result: Any, out: Path, word: str | None) -> list[Path]:
     """Compute and write the word and FAS low-frequency maps of a finished generation."""
     from .attention import attention_maps, overlay, to_pixels, token_pieces, word_columns
+    from .engine import condition
     from .images import save_image
-    from .pipeline import text_condition
+    from .starts import TextToImage
 
     tokens = result.tokens
     b = tokens.shape[0]
     width, height = int(result.settings["width"]), int(result.settings["height"])
     positive = pipe.encode_prompts(prompts)
-    cond = text_condition(positive, None, width, height, b)
+    cond = condition(positive, None, TextToImage(width, height), b)
     columns = None
     if word:
         ids = positive.token_ids
@@ -131,9 +92,10 @@ def write_generation_maps(pipe: Any, prompts: list[str], result: Any, out: Path,
 # --------------------------------------------------------------------------------------------------
 
 def add_edit_parser(sub: argparse._SubParsersAction) -> None:
+    from .cli_common import DTYPES
+    from .cli_rules import add_rule_arguments
     from .editing import STRATEGIES, THRESHOLDS
-    from .sampling import SCHEDULES
-    from .cli import DTYPES
+    from .sampling.schedules import SCHEDULES
 
     p = sub.add_parser("edit", help="mask-free editing: change one object named by a word of the source prompt",
                        description="Mask-free edit: the word's cross-attention in the source image defines the "
@@ -173,19 +135,39 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens-out", type=Path, default=None, help="write the edited tokens as .npy")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="transformer dtype (VQ stays fp32)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    from .selector.cli import add_selector_arguments
-
-    add_selector_arguments(p)
-    add_fas_arguments(p)
+    add_rule_arguments(p)
     p.set_defaults(func=run_edit)
+
+
+def source_image(args: argparse.Namespace, pipe: Any) -> Any:
+    """The picture to edit, from ``--image`` or ``--tokens``."""
+    from .images import load_image
+    from .starts import EncodedImage, token_grid
+
+    if args.image is not None:
+        return pipe.encode(load_image(args.image))
+    if not args.tokens.is_file():
+        raise FileNotFoundError(f"token file {args.tokens} does not exist")
+    array = np.load(args.tokens, allow_pickle=False)
+    tokens = torch.from_numpy(np.asarray(array, dtype=np.int64))
+    tokens = tokens[None] if tokens.ndim == 2 else tokens
+    if tokens.ndim != 3:
+        raise ValueError(f"--tokens must hold a [h, w] or [B, h, w] integer grid; got shape {tuple(array.shape)}")
+    height, width = tokens.shape[1] * pipe.vq_factor, tokens.shape[2] * pipe.vq_factor
+    token_grid(pipe.transformer, width, height, pipe.vq_factor)  # size checks with clear errors
+    return EncodedImage(tokens=tokens, width=width, height=height)
 
 
 def run_edit(args: argparse.Namespace) -> int:
     from .attention import token_pieces, word_columns
-    from .cli import DTYPES, StderrProgress, check_output, model_folder, report_model_settings, save_npy_atomic
-    from .editing import RegionOptions, mask_free_edit, resolve_strategy
-    from .images import load_image, save_image, token_mask_to_pixels
-    from .pipeline import Pipeline, decode_tokens, encode_images, make_generators, text_condition, token_grid
+    from .cli_common import (DTYPES, StderrProgress, check_output, model_folder, output_paths, report_model_settings,
+                             sampling_from_args, save_npy_atomic)
+    from .cli_rules import rule_from_args
+    from .editing import EditRequest, RegionOptions, mask_free_edit, resolve_strategy
+    from .engine import Job, condition
+    from .images import save_image, token_mask_to_pixels
+    from .pipeline import Pipeline, decode_tokens
+    from .starts import Edit
 
     model_path = model_folder(args)
     check_output("--out", args.out)
@@ -194,48 +176,29 @@ def run_edit(args: argparse.Namespace) -> int:
     pipe.transformer.to(args.device)
     pipe.vq.to(args.device)
     pipe.text_encoder.model.to(args.device)
-    if args.image is not None:
-        source = encode_images(pipe.vq, load_image(args.image))
-    else:
-        if not args.tokens.is_file():
-            raise FileNotFoundError(f"token file {args.tokens} does not exist")
-        array = np.load(args.tokens, allow_pickle=False)
-        source = torch.from_numpy(np.asarray(array, dtype=np.int64))
-        source = source[None] if source.ndim == 2 else source
-        if source.ndim != 3:
-            raise ValueError(f"--tokens must hold a [h, w] or [B, h, w] integer grid; got shape {tuple(array.shape)}")
-    b, h, w = source.shape
-    height, width = h * pipe.vq_factor, w * pipe.vq_factor
-    token_grid(pipe.transformer, width, height, pipe.vq_factor)  # size checks with clear errors
-    resolved = pipe.resolve(steps=args.steps, cfg=args.cfg, schedule=args.schedule,
-                            choice_temperature=args.choice_temperature, temperature=args.temperature)
-    report_model_settings(pipe, resolved, width, height)
-    sampling = resolved.sampling
+    image = source_image(args, pipe)
+    b = image.tokens.shape[0]
+    placeholder = Edit(image, torch.ones_like(image.tokens, dtype=torch.bool))  # for size and schedule
+    args.draw_on_device = None
+    resolved = pipe.resolve(sampling_from_args(args), placeholder)
+    report_model_settings(pipe, resolved, image.width, image.height)
     src_text = pipe.encode_prompts([args.source_prompt])
     columns = word_columns(args.word, token_pieces(pipe.text_encoder.tokenizer, src_text.token_ids[0]),
                            args.source_prompt)
-    source_cond = text_condition(src_text, None, width, height, b)
-    negative = pipe.encode_prompts([args.negative]) if sampling.cfg != 1.0 else None
-    target_cond = text_condition(pipe.encode_prompts([args.target_prompt]), negative, width, height, b)
-    from .selector.cli import selector_rule_options
-
-    strategy = args.sampler = resolve_strategy(args.strategy, {"selector": args.selector})
-    options: dict[str, Any] = selector_rule_options(args, pipe.transformer, dtype=DTYPES[args.dtype],
-                                                    device=args.device)
-    options.update(fas_rule_options(args))
+    negative = pipe.encode_prompts([args.negative]) if resolved.sampling.cfg != 1.0 else None
+    strategy = resolve_strategy(args.strategy, args.selector is not None)
+    rule = rule_from_args(args, strategy, pipe.transformer, dtype=DTYPES[args.dtype], device=args.device)
     region = RegionOptions(threshold=args.threshold, k=args.k, top_q=args.top_q, blur=not args.no_blur,
                            dilate=args.dilate, layers=args.region_layers or None)
-    result = mask_free_edit(pipe.transformer, source, source_cond, target_cond, columns,
-                            generators=make_generators(args.seed, b), strategy=strategy, rule_options=options,
-                            steps=sampling.steps, cfg=sampling.cfg, schedule=sampling.schedule,
-                            choice_temperature=sampling.choice_temperature, sampling_temperature=sampling.temperature,
-                            region=region, callback=StderrProgress(f"edit ({strategy})"))
+    request = EditRequest(source=image, source_condition=condition(src_text, None, placeholder, b),
+                          columns=columns, region=region)
+    target = Job(condition=condition(pipe.encode_prompts([args.target_prompt]), negative, placeholder, b),
+                 sampling=resolved.sampling, rule=rule, seed=args.seed, callback=StderrProgress(f"edit ({strategy})"))
+    result = mask_free_edit(pipe.transformer, request, target, pipe.vq_factor)
     images = decode_tokens(pipe.vq, result.tokens)
-    from .cli import output_paths
-
     paths = output_paths(args.out.with_suffix(".png"), b)
-    for image, path in zip(images, paths):
-        save_image(image, path)
+    for picture, path in zip(images, paths):
+        save_image(picture, path)
     if args.mask_out is not None:
         pixels = token_mask_to_pixels(result.region.cpu(), pipe.vq_factor)
         for m, path in zip(pixels, output_paths(args.mask_out.with_suffix(".png"), b)):

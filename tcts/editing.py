@@ -18,14 +18,17 @@ Outputs: the edited tokens, R (bool token grid), and the normalised word map.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .attention import blur3x3, dilate, minmax, reencode_attention, upsample_nearest, word_map
-from .sampling import Conditioning, StepReport, make_rule, sample
+from .engine import Job, run
+from .sampling.step import Conditioning
+from .starts import Edit, EncodedImage
 
 THRESHOLDS = ("mean_std", "top_q")
 STRATEGIES = ("auto", "random-revoke", "tcts", "fas", "tcts-fas", "purity", "uniform")
@@ -100,53 +103,39 @@ def edit_region(model: nn.Module, source_tokens: torch.Tensor, source: Condition
     return region_from_map(word_map(captured, columns), captured.token_grid, options)
 
 
-def edit_start(source_tokens: torch.Tensor, region: torch.Tensor, mask_id: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(start tokens with R masked, fixed = outside R, starting mask ratio ``[B, 1]`` = |R|/N)."""
-    region = region.to(source_tokens.device).bool()
-    if region.shape != source_tokens.shape:
-        raise ValueError(f"region {tuple(region.shape)} does not match the tokens {tuple(source_tokens.shape)}")
-    start = torch.where(region, mask_id, source_tokens)
-    ratio = region.reshape(region.shape[0], -1).float().mean(dim=1, keepdim=True)
-    return start, ~region, ratio
-
-
-def resolve_strategy(strategy: str, rule_options: dict[str, Any]) -> str:
+def resolve_strategy(strategy: str, has_selector: bool) -> str:
     """``auto`` -> ``tcts`` when a selector is given, else ``random-revoke``."""
     if strategy not in STRATEGIES:
         raise ValueError(f"edit strategy {strategy!r} is unknown; expected one of {', '.join(STRATEGIES)}")
     if strategy == "auto":
-        return "tcts" if rule_options.get("selector") is not None else "random-revoke"
+        return "tcts" if has_selector else "random-revoke"
     return strategy
 
 
-@torch.inference_mode()
-def mask_free_edit(model: nn.Module, source_tokens: torch.Tensor, source: Conditioning, target: Conditioning,
-                   columns: Sequence[int] | Sequence[Sequence[int]], *, generators: list[torch.Generator],
-                   strategy: str = "auto", rule_options: dict[str, Any] | None = None, steps: int = 12,
-                   cfg: float = 10.0, schedule: str = "linear", choice_temperature: tuple[float, float] = (2.0, 0.0),
-                   sampling_temperature: float = 1.0, region: RegionOptions | torch.Tensor | None = None,
-                   callback: Callable[[StepReport], None] | None = None) -> EditResult:
-    """Edit ``source_tokens`` ``[B, h, w]``: regenerate the word's region under ``target``.
+@dataclass
+class EditRequest:
+    """What to edit: the picture, its prompt (the source condition, positive rows), the columns of the word in
+    that prompt (``tcts.attention.word_columns``), and how to find the region (or a ready bool region)."""
 
-    ``source``/``target``: conditions of the source and target prompts (``target`` with its negative for
-    CFG). ``columns``: the word's columns in the *source* prompt (``tcts.attention.word_columns``).
-    ``region``: options, or a ready bool region ``[B, h, w]`` (then no attention pass runs)."""
-    rule_options = dict(rule_options or {})
-    strategy = resolve_strategy(strategy, rule_options)
-    rule = make_rule(strategy, **rule_options)
+    source: EncodedImage
+    source_condition: Conditioning
+    columns: Sequence[int] | Sequence[Sequence[int]]
+    region: RegionOptions | torch.Tensor = dataclasses.field(default_factory=RegionOptions)
+
+
+@torch.inference_mode()
+def mask_free_edit(model: nn.Module, request: EditRequest, target: Job, vq_factor: int) -> EditResult:
+    """Regenerate the word's region of ``request.source`` as the ``target`` job says (its condition is the
+    target prompt with its negative, its rule, sampling, seed and callback; its start is replaced by the
+    region). Every token outside the region stays exactly the source's."""
     device = next(model.parameters()).device
-    source_tokens = source_tokens.to(device).long()
-    mask_id = model.vocab_size - 1
-    if (source_tokens == mask_id).any():
+    tokens = request.source.tokens.to(device).long()
+    if (tokens == model.mask_token_id).any():
         raise ValueError("the source tokens contain masked positions; edit a finished image (VQ Encode or a "
                          "sampler's output)")
-    if isinstance(region, torch.Tensor):
-        found = EditRegion(region=region.to(device).bool(), word_map=region.float())
+    if isinstance(request.region, torch.Tensor):
+        found = EditRegion(region=request.region.to(device).bool(), word_map=request.region.float())
     else:
-        found = edit_region(model, source_tokens, source, columns, region)
-    start, fixed, ratio = edit_start(source_tokens, found.region, mask_id)
-    tokens = sample(model, target, rule, steps=steps, tokens=start, fixed=fixed, generators=generators, cfg=cfg,
-                    schedule=schedule, choice_temperature=choice_temperature,
-                    sampling_temperature=sampling_temperature, starting_mask_ratio=ratio.cpu(), callback=callback)
-    return EditResult(tokens=tokens, region=found.region, word_map=found.word_map)
+        found = edit_region(model, tokens, request.source_condition, request.columns, request.region)
+    job = dataclasses.replace(target, start=Edit(image=request.source, region=found.region))
+    return EditResult(tokens=run(model, job, vq_factor), region=found.region, word_map=found.word_map)

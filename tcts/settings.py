@@ -29,17 +29,25 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class Sampling:
-    """How one run samples: the settings every sampler shares."""
+    """How one run samples: the settings every sampler shares. ``None`` = not given: resolved from the model
+    folder's ``tcts_settings.json``, else the reference (:func:`resolve_sampling`)."""
 
-    steps: int = 12
-    cfg: float = 10.0
-    schedule: str = "cosine"
-    choice_temperature: tuple[float, float] = (2.0, 0.0)
-    temperature: float = 1.0
+    steps: int | None = None
+    cfg: float | None = None
+    schedule: str | None = None
+    choice_temperature: tuple[float, float] | None = None
+    temperature: float | None = None
+    #: draw the proposals with per-image generators on the model's device instead of the reference's CPU
+    #: generators (GPU speed; other tokens than the reference; no effect on the CPU)
+    draw_on_device: bool | None = None
+
+    def complete(self) -> bool:
+        return all(getattr(self, f.name) is not None for f in fields(self))
 
 
 #: the reference pipeline's defaults (diffusers AmusedPipeline)
-REFERENCE = Sampling()
+REFERENCE = Sampling(steps=12, cfg=10.0, schedule="cosine", choice_temperature=(2.0, 0.0), temperature=1.0,
+                     draw_on_device=False)
 SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling))
 
 
@@ -116,7 +124,8 @@ class ModelSettings:
 
     def recommended(self) -> dict[str, Any]:
         """The sampling values this model sets (name -> value)."""
-        return {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS
+                if getattr(self, name, None) is not None}
 
     def size_warning(self, width: int, height: int) -> str | None:
         """A warning when ``width`` x ``height`` is not a size the model was trained at (None if it is, or
@@ -169,18 +178,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def resolve_sampling(user: Mapping[str, Any], model: ModelSettings, base: Sampling = REFERENCE) -> Resolved:
+def resolve_sampling(user: Sampling, model: ModelSettings, base: Sampling = REFERENCE) -> Resolved:
     """``user`` values (``None`` = not given) over the model's over ``base`` (the reference, or the
     scheduler config's schedule)."""
     values, origin = {}, {}
     recommended = model.recommended()
     for name in SAMPLING_FIELDS:
-        given = user.get(name)
+        given = getattr(user, name)
         if given is not None:
             values[name], origin[name] = given, "user"
+        elif name == "draw_on_device":
+            values[name], origin[name] = base.draw_on_device, "reference"
         elif name in recommended:
             values[name], origin[name] = recommended[name], "model"
         else:
             values[name], origin[name] = getattr(base, name), "reference"
     values["choice_temperature"] = tuple(float(t) for t in values["choice_temperature"])
+    origin.pop("draw_on_device")
     return Resolved(Sampling(**values), origin)

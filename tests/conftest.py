@@ -156,7 +156,7 @@ def model():
 @pytest.fixture(scope="module")
 def cond():
     """Negative '' and positive 'a photo of a red cat' CLIP states of the fixtures (case a3), 128 px."""
-    from tcts.sampling import Conditioning
+    from tcts.sampling.step import Conditioning
     from tests.helpers import AMUSED, load_case
 
     ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")

@@ -9,7 +9,7 @@ from tcts.attention import (AttentionSite, attention_maps, attention_sites, capt
 from tcts.checkpoints import load_transformer
 from tcts.models.meissonic import MEISSONIC_RELEASED_CONFIG, MeissonicTransformer
 from tcts.models.uvit import UVit2DTransformer
-from tcts.sampling import Conditioning
+from tcts.sampling.step import Conditioning
 from tcts.text import load_tokenizer
 
 from .helpers import AMUSED, MEISSONIC, load_case

@@ -20,7 +20,8 @@ from PIL import Image
 
 from tcts.checkpoints import load_transformer, load_vq, read_safetensors
 from tcts.cli import main as cli_main
-from tcts.pipeline import Pipeline, generate_tokens, text_condition
+from tcts.pipeline import Pipeline
+from tests.engine_helpers import cond_for as text_condition, generate, tokens_for as generate_tokens
 
 from .helpers import AMUSED, MEISSONIC
 
@@ -36,7 +37,7 @@ class Case:
     run: Callable           # run(ctx) must raise (library/node) or fail with this message (cli)
 
 
-#: exit status of a failed command (tcts/cli_help.py): 2 the command line or a file it names is wrong,
+#: exit status of a failed command (tcts/cli_common.py): 2 the command line or a file it names is wrong,
 #: 1 the run itself failed
 USAGE, FAILED = 2, 1
 
@@ -60,7 +61,7 @@ class Context:
         return path
 
     def generate(self, **kwargs):
-        return self.pipe.generate("a red cat", **{"width": 64, "height": 64, "steps": 2, **kwargs})
+        return generate(self.pipe, "a red cat", **{"width": 64, "height": 64, "steps": 2, **kwargs})
 
     def image(self, name: str, size=(96, 128), mode="RGB") -> Path:
         path = self.tmp / name
@@ -91,7 +92,7 @@ def out_of_range_tokens(ctx: Context):
 
 def mismatched_text_encoder(ctx: Context):
     from tcts.checkpoints import load_text_encoder
-    from tcts.pipeline import check_compatible
+    from tcts.model_folder import check_compatible
 
     check_compatible(ctx.pipe.transformer, ctx.pipe.vq, load_text_encoder(MEISSONIC / "text_encoder",
                                                                           MEISSONIC / "tokenizer"))
@@ -152,13 +153,13 @@ def cpu_allocator_fails():
     def fail(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
                            "memory: you tried to allocate 4000000000000 bytes. Error code 12")
-    return mock.patch("tcts.sampling.loop.guided_logits", fail)
+    return mock.patch("tcts.sampling.step.guided_logits", fail)
 
 
 def gpu_runs_out_of_memory():
     def fail(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-    return mock.patch("tcts.sampling.loop.guided_logits", fail)
+    return mock.patch("tcts.sampling.step.guided_logits", fail)
 
 
 def gpu_out_of_memory(ctx: Context):
@@ -285,7 +286,8 @@ NODE_CASES = [
          node_prompt(lambda p: mask_of(p, 96, 128))),
     Case("node-mask-wrong-size", "node", "mask is 32x32 px but the image is 96x128",
          node_prompt(lambda p: (start_tokens(p), mask_of(p, 32, 32)))),
-    Case("node-empty-mask", "node", "inpaint mask is empty: nothing to regenerate. Paint one with Open in MaskEditor",
+    Case("node-empty-mask", "node", "inpaint mask is empty: nothing to regenerate (1 / white marks the area to repaint; in "
+         "ComfyUI paint it with Open in MaskEditor)",
          node_prompt(lambda p: (start_tokens(p), mask_of(p, 96, 128), p["10"]["inputs"].update(value=0.0)))),
     Case("node-vq-encode-odd-size", "node", "H and W multiples of 16",
          node_prompt(lambda p: start_tokens(p, "tcts_catalogue_odd.png"))),

@@ -46,7 +46,11 @@ def test_unknown_implementation_is_refused():
 
 def test_compiled_transformer_path_runs_and_counts_compilation_as_load():
     """``--compile`` (meant for GPUs) on the CPU fixture: torch.compile + warm-up happen before the timing."""
-    result = speed.run_ours(str(AMUSED), 64, 3, 4.0, "a cat", "cpu", "float32", compile_model=True)
+    import argparse
+
+    args = argparse.Namespace(folder=str(AMUSED), size=64, steps=3, cfg=4.0, prompt="a cat", device="cpu",
+                              dtype="float32", compile=True, draw_on_device=False)
+    result = speed.run_ours(args)
     assert result["load_s"] > result["image_s"] > 0
 
 

@@ -101,7 +101,8 @@ def test_the_bundled_model_needs_only_a_prompt_and_says_which_settings_it_brough
 def test_train_selector_defaults_to_the_bundled_model_fits_its_warm_up_and_names_its_split():
     import argparse
 
-    from tcts.cli import build_parser, default_model_path, model_folder
+    from tcts.cli import build_parser
+    from tcts.cli_common import default_model_path, model_folder
     from tcts.train.cli import fit_warmup, split_line
     from tcts.train.data import CaptionDataset
 

@@ -8,13 +8,17 @@ import pytest
 import torch
 
 from tcts.attention import attention_maps, token_pieces, word_columns
-from tcts.editing import RegionOptions, mask_free_edit
-from tcts.pipeline import Pipeline, make_generators, text_condition
+from tcts.editing import RegionOptions
+from tests.engine_helpers import edit
+from tcts.engine import make_generators
+from tcts.pipeline import Pipeline
+from tests.engine_helpers import cond_for as text_condition
 from tcts.selector import SelectorConfig, TokenSelector, save_selector
 from tests.comfy_prompts import MODEL, txt2img
 from tests.conftest import ROOT
 from tests.helpers import AMUSED
 from tests.support.comfyui import PromptExecutionError
+from tests.engine_helpers import generate
 
 pytestmark = pytest.mark.comfyui
 
@@ -66,7 +70,7 @@ def fas_prompt(**overrides):
 def test_fas_sampler_node_equals_the_engine(comfy, pipe):
     result = comfy.run(fas_prompt())
     tokens = result.output("3", 0).tokens
-    ref = pipe.generate(SOURCE, sampler="fas", steps=4, cfg=10.0, seed=0, width=64, height=64)
+    ref = generate(pipe, SOURCE, sampler="fas", steps=4, cfg=10.0, seed=0, width=64, height=64)
     assert torch.equal(tokens, ref.tokens)
     assert result.output("4", 0).shape == (1, 64, 64, 3)
 
@@ -79,7 +83,7 @@ def test_fas_sampler_node_with_a_selector_runs_tcts_fas(comfy, pipe, models):
     from tcts.selector import load_selector
 
     selector = load_selector(models / "tcts_selectors" / "tiny-selector", pipe.transformer)
-    ref = pipe.generate(SOURCE, sampler="tcts-fas", steps=4, cfg=10.0, seed=0, width=64, height=64,
+    ref = generate(pipe, SOURCE, sampler="tcts-fas", steps=4, cfg=10.0, seed=0, width=64, height=64,
                         rule_options={"selector": selector, "noise": 0.5})
     assert torch.equal(tokens, ref.tokens)
 
@@ -153,7 +157,7 @@ def test_mask_free_edit_node_keeps_the_outside_and_equals_the_engine(comfy, pipe
     assert result.output("4", 0).shape == (1, 256, 256, 3)
     src, tgt, neg = (pipe.encode_prompts([p]) for p in (SOURCE, TARGET, ""))
     columns = word_columns("cat", token_pieces(pipe.text_encoder.tokenizer, src.token_ids[0]))
-    ref = mask_free_edit(pipe.transformer, source, text_condition(src, None, 256, 256, 1),
+    ref = edit(pipe.transformer, source, text_condition(src, None, 256, 256, 1),
                          text_condition(tgt, neg, 256, 256, 1), columns, generators=make_generators(0, 1), steps=4,
                          cfg=10.0, schedule="linear", region=RegionOptions())
     assert torch.equal(ref.tokens, edited) and torch.equal(ref.region, inside)

@@ -42,7 +42,7 @@ def test_node_bad_input_fails_that_node_with_a_clear_message(comfy, files, pack,
     prompt = txt2img()
     case.run(prompt)
     if case.id == "node-out-of-memory":
-        monkeypatch.setattr(pack("nodes.samplers"), "generate_tokens", out_of_memory)
+        monkeypatch.setattr(pack("nodes.samplers"), "run", out_of_memory)
     with pytest.raises(PromptExecutionError) as info:
         comfy.run(prompt)
     assert case.message in info.value.exception_message
@@ -79,7 +79,7 @@ def test_interrupt_at_every_step_boundary_leaves_comfyui_consistent(comfy, monke
 def test_after_an_out_of_memory_error_the_next_run_works(comfy, pack, monkeypatch):
     baseline = comfy.run(txt2img()).output("3", 0).tokens
     with monkeypatch.context() as patch:
-        patch.setattr(pack("nodes.samplers"), "generate_tokens", out_of_memory)
+        patch.setattr(pack("nodes.samplers"), "run", out_of_memory)
         with pytest.raises(PromptExecutionError):
             comfy.run(txt2img())
     assert torch.equal(comfy.run(txt2img()).output("3", 0).tokens, baseline)

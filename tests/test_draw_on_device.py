@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tcts.pipeline import Pipeline, generate_tokens, make_generators
-from tcts.sampling import make_rule, sample
+from tcts.engine import make_generators
+from tcts.pipeline import Pipeline
+from tests.engine_helpers import generate, tokens_for as generate_tokens
+from tests.engine_helpers import loop as sample, rule as make_rule
 
 from .helpers import AMUSED
 
@@ -20,8 +22,8 @@ def pipe():
 
 
 def test_on_a_cpu_model_drawing_on_the_device_changes_nothing(pipe):
-    reference = pipe.generate(PROMPT, steps=4, cfg=4.0, seed=3, width=64, height=64, batch_size=2)
-    on_device = pipe.generate(PROMPT, steps=4, cfg=4.0, seed=3, width=64, height=64, batch_size=2,
+    reference = generate(pipe, PROMPT, steps=4, cfg=4.0, seed=3, width=64, height=64, batch_size=2)
+    on_device = generate(pipe, PROMPT, steps=4, cfg=4.0, seed=3, width=64, height=64, batch_size=2,
                               draw_on_device=True)
     assert torch.equal(reference.tokens, on_device.tokens)
     assert on_device.settings["draw_on_device"] is True

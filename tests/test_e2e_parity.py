@@ -5,9 +5,11 @@ import torch
 
 from tcts.images import load_image, load_mask, mask_to_token_grid
 from tcts.pipeline import Pipeline, encode_images
-from tcts.sampling import Conditioning, make_rule, sample
+from tcts.sampling.step import Conditioning
+from tests.engine_helpers import loop as sample, rule as make_rule
 
 from .helpers import AMUSED, load_case
+from tests.engine_helpers import generate
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def pipe():
 
 def run_and_record(pipe, **kwargs):
     steps = []
-    result = pipe.generate(callback=lambda r: steps.append(r.tokens.clone()), **kwargs)
+    result = generate(pipe, callback=lambda r: steps.append(r.tokens.clone()), **kwargs)
     return result, torch.stack(steps)
 
 

@@ -10,11 +10,14 @@ import torch
 from PIL import Image
 
 from tcts.attention import token_pieces, word_columns
-from tcts.editing import RegionOptions, edit_region, mask_free_edit, region_from_map
+from tcts.editing import RegionOptions, edit_region, region_from_map
 from tcts.images import load_image
-from tcts.pipeline import Pipeline, encode_images, make_generators, text_condition
+from tcts.engine import make_generators
+from tcts.pipeline import Pipeline, encode_images
+from tests.engine_helpers import cond_for as text_condition
 
 from .helpers import AMUSED, MEISSONIC
+from tests.engine_helpers import edit, generate
 
 ROOT = AMUSED.parents[2]
 SOURCE, TARGET = "a photo of a red cat", "a photo of a blue bird"
@@ -37,7 +40,7 @@ def setup(request):
 def test_tokens_outside_the_region_stay_exactly_the_source_tokens(setup, strategy, options):
     pipe, source, (src_cond, tgt_cond), columns = setup
     steps = []
-    result = mask_free_edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
+    result = edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
                             strategy=strategy, rule_options=options, steps=4, cfg=9.0,
                             callback=lambda r: steps.append(r.tokens.clone()))
     region = result.region
@@ -51,7 +54,7 @@ def test_tokens_outside_the_region_stay_exactly_the_source_tokens(setup, strateg
 def test_the_schedule_counts_over_the_region(setup):
     pipe, source, (src_cond, tgt_cond), columns = setup
     masked = []
-    result = mask_free_edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
+    result = edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
                             steps=4, schedule="linear", callback=lambda r: masked.append(int(r.masked.sum())))
     r = int(result.region.sum())
     n = source.numel()
@@ -94,14 +97,14 @@ def test_a_given_region_and_masked_sources(setup):
     pipe, source, (src_cond, tgt_cond), columns = setup
     region = torch.zeros_like(source, dtype=torch.bool)
     region[:, :2, :2] = True
-    result = mask_free_edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
+    result = edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
                             steps=3, region=region)
     assert torch.equal(result.region, region) and torch.equal(result.tokens[~region], source[~region])
     with pytest.raises(ValueError, match="contain masked positions"):
-        mask_free_edit(pipe.transformer, torch.full_like(source, pipe.mask_token_id), src_cond, tgt_cond, columns,
+        edit(pipe.transformer, torch.full_like(source, pipe.mask_token_id), src_cond, tgt_cond, columns,
                        generators=make_generators(0, 1), steps=3)
     with pytest.raises(ValueError, match="edit strategy 'best' is unknown"):
-        mask_free_edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
+        edit(pipe.transformer, source, src_cond, tgt_cond, columns, generators=make_generators(0, 1),
                        strategy="best")
 
 
@@ -172,7 +175,7 @@ def test_tcts_fas_from_the_command_line_uses_the_selector_and_fas_options(tmp_pa
     from tcts.selector import load_selector
 
     pipe = Pipeline.from_folder(AMUSED)
-    ref = pipe.generate("a red cat", sampler="tcts-fas", steps=4, width=64, height=64,
+    ref = generate(pipe, "a red cat", sampler="tcts-fas", steps=4, width=64, height=64,
                         rule_options={"selector": load_selector(tmp_path / "sel", pipe.transformer), "noise": 0.5,
                                       "q": 0.3, "regroup": "freeze_after"})
     assert (np.load(tmp_path / "a.npy") == ref.tokens[0].numpy()).all()

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from tcts.checkpoints import load_transformer
-from tcts.pipeline import make_generators
-from tcts.sampling import RULES, Conditioning, make_rule, sample
+from tcts.engine import make_generators
+from tcts.sampling.registry import RULES
+from tcts.sampling.step import Conditioning
+from tests.engine_helpers import loop as sample, rule as make_rule
 from tcts.sampling.fas import FAS, top_count
 from tcts.selector import SelectorConfig, TokenSelector
 
@@ -120,7 +122,7 @@ def test_fixed_positions_are_respected_and_batches_equal_single_runs(model, cond
 
 def test_the_loop_captures_the_conditional_rows_of_this_steps_forward(model, cond):
     from tcts.attention import capture_attention
-    from tcts.sampling.loop import guided_logits
+    from tcts.sampling.step import guided_logits
 
     rule = make_rule("fas")
     seen = []
@@ -154,7 +156,8 @@ def test_tcts_fas_wraps_the_learned_selector(model, cond):
     selector = TokenSelector(SelectorConfig(codebook_size=64, text_hidden_size=16, hidden_size=16, num_layers=1,
                                             num_heads=2, max_grid=(8, 8))).eval()
     rule = make_rule("tcts-fas", selector=selector, noise=0.5, q=0.5)
-    assert rule.inner.name == "tcts" and rule.inner.noise == 0.5 and rule.q == 0.5 and rule.name == "tcts-fas"
+    assert rule.inner.name == "tcts" and rule.inner.options.noise == 0.5 and rule.options.q == 0.5
+    assert rule.name == "tcts-fas"
     log = spy(rule)
     final, states = run(model, cond, rule)
     assert [int((s == MASK).sum()) for s in states] == SCHEDULE_8
@@ -162,14 +165,14 @@ def test_tcts_fas_wraps_the_learned_selector(model, cond):
 
 
 def test_bad_options_are_clear_errors():
-    with pytest.raises(ValueError, match="statistic 'median' is unknown"):
+    with pytest.raises(ValueError, match="FASOptions.statistic 'median' is unknown"):
         make_rule("fas", statistic="median")
-    with pytest.raises(ValueError, match="regroup 'sometimes' is unknown"):
+    with pytest.raises(ValueError, match="FASOptions.regroup 'sometimes' is unknown"):
         make_rule("fas", regroup="sometimes")
-    with pytest.raises(ValueError, match=r"FAS q must be a number in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"FASOptions.q must be in \[0, 1\]"):
         make_rule("fas", q=2)
     with pytest.raises(ValueError, match="needs a revocable inner rule"):
-        make_rule("fas", inner="purity")
+        FAS(make_rule("purity"))
 
 
 def test_top_count_picks_the_best_candidates_per_row():

@@ -7,6 +7,7 @@ from tcts.images import load_image
 from tcts.pipeline import Pipeline
 
 from .helpers import AMUSED
+from tests.engine_helpers import generate
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -25,7 +26,7 @@ def test_text_to_image_tokens_equal_live_diffusers(ours, seed, steps, cfg, size)
         expected = ref("a photo of a red cat", height=height, width=width, num_inference_steps=steps,
                        guidance_scale=cfg, generator=torch.Generator().manual_seed(seed),
                        output_type="latent").images
-    got = ours.generate("a photo of a red cat", height=height, width=width, steps=steps, cfg=cfg, seed=seed)
+    got = generate(ours, "a photo of a red cat", height=height, width=width, steps=steps, cfg=cfg, seed=seed)
     assert torch.equal(got.tokens, expected)
 
 
@@ -35,5 +36,5 @@ def test_img2img_tokens_equal_live_diffusers(ours):
     with torch.no_grad():
         expected = ref("a blue bird", image=image.permute(0, 3, 1, 2), strength=0.75, num_inference_steps=8,
                        guidance_scale=10.0, generator=torch.Generator().manual_seed(2), output_type="latent").images
-    got = ours.generate("a blue bird", init_image=image, strength=0.75, steps=8, seed=2)
+    got = generate(ours, "a blue bird", init_image=image, strength=0.75, steps=8, seed=2)
     assert torch.equal(got.tokens, expected)

@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from tcts.checkpoints import CheckpointError, load_text_encoder, load_transformer, load_vq, read_safetensors
 from tcts.pipeline import Pipeline
+from tests.engine_helpers import generate
 
 from .helpers import AMUSED, MEISSONIC, config
 
@@ -129,14 +130,14 @@ def test_fp16_variant_files_are_found_in_a_diffusers_folder(tmp_path):
 @pytest.mark.parametrize("width,height,multiple", [(100, 128, 32), (96, 112, 32), (0, 64, 32), (-32, 64, 32)])
 def test_sizes_must_be_multiples_of_the_token_stride(pipe, width, height, multiple):
     with pytest.raises(ValueError, match=f"must be a positive multiple of {multiple} px"):
-        pipe.generate("a cat", width=width, height=height, steps=2)
+        generate(pipe, "a cat", width=width, height=height, steps=2)
 
 
 def test_models_without_downsampling_take_multiples_of_16(pipe):
     nodown = Pipeline(load_transformer(AMUSED / "transformer_nodown"), pipe.vq, pipe.text_encoder)
-    assert nodown.generate("a cat", width=80, height=112, steps=2).tokens.shape == (1, 7, 5)
+    assert generate(nodown, "a cat", width=80, height=112, steps=2).tokens.shape == (1, 7, 5)
     with pytest.raises(ValueError, match="multiple of 16 px"):
-        nodown.generate("a cat", width=72, height=112, steps=2)
+        generate(nodown, "a cat", width=72, height=112, steps=2)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -152,17 +153,17 @@ def test_models_without_downsampling_take_multiples_of_16(pipe):
 ])
 def test_bad_sampling_settings_are_clear_errors(pipe, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        pipe.generate("a cat", width=64, height=64, **{"steps": 2, **kwargs})
+        generate(pipe, "a cat", width=64, height=64, **{"steps": 2, **kwargs})
 
 
 def test_empty_prompt_is_allowed_as_the_unconditional_prompt(pipe):
-    result = pipe.generate("", width=64, height=64, steps=2)
+    result = generate(pipe, "", width=64, height=64, steps=2)
     assert result.images.shape == (1, 64, 64, 3)
     assert 0 <= result.images.min() and result.images.max() <= 1
 
 
 def test_out_of_range_start_tokens_are_rejected(pipe):
-    from tcts.pipeline import generate_tokens, text_condition
+    from tests.engine_helpers import cond_for as text_condition, tokens_for as generate_tokens
 
     cond = text_condition(pipe.encode_prompts(["a"]), None, 64, 64, 1)
     bad = torch.full((1, 4, 4), 64)
@@ -171,8 +172,8 @@ def test_out_of_range_start_tokens_are_rejected(pipe):
 
 
 def test_nan_logits_are_detected_instead_of_a_black_image(pipe):
-    from tcts.pipeline import generate_tokens, text_condition
-    from tcts.sampling import NonFiniteLogitsError
+    from tests.engine_helpers import cond_for as text_condition, tokens_for as generate_tokens
+    from tcts.sampling.step import NonFiniteLogitsError
 
     broken = load_transformer(AMUSED / "transformer")
     with torch.no_grad():
@@ -183,7 +184,7 @@ def test_nan_logits_are_detected_instead_of_a_black_image(pipe):
 
 
 def test_mismatched_components_are_rejected(pipe):
-    from tcts.pipeline import check_compatible
+    from tcts.model_folder import check_compatible
 
     meissonic_text = load_text_encoder(MEISSONIC / "text_encoder", MEISSONIC / "tokenizer")
     with pytest.raises(CheckpointError, match="text encoder width 32 does not match"):
@@ -192,4 +193,4 @@ def test_mismatched_components_are_rejected(pipe):
 
 def test_inpaint_without_an_image_is_rejected(pipe):
     with pytest.raises(ValueError, match="a mask needs an init image"):
-        pipe.generate("a cat", width=64, height=64, steps=2, mask=torch.ones(1, 64, 64))
+        generate(pipe, "a cat", width=64, height=64, steps=2, mask=torch.ones(1, 64, 64))

@@ -7,6 +7,7 @@ from tcts.checkpoints import load_transformer
 from tcts.pipeline import Pipeline
 
 from .helpers import MEISSONIC, load_case
+from tests.engine_helpers import generate
 
 RUNS = [
     ("t2i_1024x64", "transformer", dict(prompt="a photo of a red cat", negative_prompt="low quality, blurry",
@@ -27,7 +28,7 @@ def pipe():
 def test_meissonic_text_to_image_matches_reference_every_step(pipe, name, sub, kwargs):
     pipe.transformer = load_transformer(MEISSONIC / sub)
     steps = []
-    result = pipe.generate(steps=4, cfg=9.0, seed=0, callback=lambda r: steps.append(r.tokens.clone()), **kwargs)
+    result = generate(pipe, steps=4, cfg=9.0, seed=0, callback=lambda r: steps.append(r.tokens.clone()), **kwargs)
     ref = load_case(MEISSONIC / "e2e" / f"{name}.safetensors")
     assert torch.equal(torch.stack(steps)[:, :1], ref["step_output_tokens"])
     assert torch.equal(result.tokens, ref["final_tokens"])

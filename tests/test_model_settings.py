@@ -17,6 +17,7 @@ from tcts.cli import main as cli_main
 from tcts.pipeline import Pipeline
 from tcts.settings import SETTINGS_FILE, ModelSettings, read_model_settings
 from tests.helpers import AMUSED
+from tests.engine_helpers import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("model_index.json", "transformer", "vqvae", "text_encoder", "tokenizer", "scheduler")
@@ -48,18 +49,18 @@ def test_a_folder_without_the_file_keeps_the_reference_defaults():
 
 def test_the_library_takes_the_folders_values_where_the_caller_gives_none(declared):
     pipe = Pipeline.from_folder(declared)
-    result = pipe.generate("a red cat", seed=0)
+    result = generate(pipe, "a red cat", seed=0)
     assert result.settings["steps"] == 3 and result.settings["cfg"] == 3.5 and result.settings["schedule"] == "linear"
     assert (result.settings["width"], result.settings["height"]) == (96, 64)
     assert result.origin == {"steps": "model", "cfg": "model", "schedule": "model", "choice_temperature": "model",
                              "temperature": "model"}
-    mine = pipe.generate("a red cat", seed=0, steps=2, cfg=1.0, width=64, height=64)
+    mine = generate(pipe, "a red cat", seed=0, steps=2, cfg=1.0, width=64, height=64)
     assert mine.settings["steps"] == 2 and mine.settings["cfg"] == 1.0 and mine.origin["steps"] == "user"
 
 
 def test_the_same_run_with_the_values_given_explicitly_gives_the_same_tokens(declared):
     implicit = Pipeline.from_folder(declared).generate("a red cat", seed=4)
-    explicit = Pipeline.from_folder(AMUSED).generate("a red cat", seed=4, steps=3, cfg=3.5, schedule="linear",
+    explicit = generate(Pipeline.from_folder(AMUSED), "a red cat", seed=4, steps=3, cfg=3.5, schedule="linear",
                                                      width=96, height=64, choice_temperature=(1.5, 0.0),
                                                      sampling_temperature=0.9)
     assert np.array_equal(implicit.tokens.numpy(), explicit.tokens.numpy())
@@ -113,7 +114,7 @@ def test_the_comfyui_loader_outputs_the_folders_values_and_the_sampler_warns_onc
     prompt["3"]["inputs"]["schedule"] = "model default"
     result = comfy.run(prompt)
     assert [result.output("1", slot) for slot in (3, 4, 5, 6)] == [3, 3.5, 96, 64]
-    implicit = Pipeline.from_folder(declared).generate("a photo of a red cat", seed=0, choice_temperature=(2.0, 0.0),
+    implicit = generate(Pipeline.from_folder(declared), "a photo of a red cat", seed=0, choice_temperature=(2.0, 0.0),
                                                        sampling_temperature=1.0)  # the node's own widgets
     assert np.array_equal(result.output("3", 0).tokens.cpu().numpy(), implicit.tokens.numpy())
     prompt["3"]["inputs"].update(width=64, height=64, seed=1)

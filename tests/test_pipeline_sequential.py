@@ -8,6 +8,7 @@ import torch
 from tcts.pipeline import Pipeline
 
 from .helpers import AMUSED, MEISSONIC
+from tests.engine_helpers import generate
 
 
 def _held(pipe: Pipeline) -> list[str]:
@@ -26,8 +27,8 @@ def test_sequential_pipeline_matches_the_loaded_one_and_frees_each_component(fol
 
     size = 64 if eager.family == "amused" else 128
     kwargs = dict(sampler="uniform", steps=4, cfg=3.0, seed=5, width=size, height=size, batch_size=2)
-    a = eager.generate("a red square", "blurry", **kwargs)
-    b = seq.generate("a red square", "blurry", callback=watch, **kwargs)
+    a = generate(eager, "a red square", "blurry", **kwargs)
+    b = generate(seq, "a red square", "blurry", callback=watch, **kwargs)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.images, b.images)
     assert seen and all(held == ["transformer"] for held in seen)   # only the transformer while sampling
     assert _held(seq) == []
@@ -40,8 +41,8 @@ def test_sequential_img2img_and_inpaint_match():
     mask = torch.zeros(1, 64, 64)
     mask[:, :32] = 1
     for extra in ({"strength": 0.6}, {"mask": mask}):
-        a = eager.generate("a cat", init_image=image, steps=4, cfg=2.0, seed=1, **extra)
-        b = seq.generate("a cat", init_image=image, steps=4, cfg=2.0, seed=1, **extra)
+        a = generate(eager, "a cat", init_image=image, steps=4, cfg=2.0, seed=1, **extra)
+        b = generate(seq, "a cat", init_image=image, steps=4, cfg=2.0, seed=1, **extra)
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.images, b.images)
 
 
@@ -54,4 +55,4 @@ def test_sequential_pipeline_checks_configs_without_reading_weights(tmp_path):
     pipe = Pipeline.from_folder(broken, sequential=True)        # configs are fine: nothing read yet
     assert pipe.default_size == Pipeline.from_folder(AMUSED).default_size
     with pytest.raises(Exception, match="safetensors|header|diffusion_pytorch_model"):
-        pipe.generate("a cat", steps=2, cfg=2.0)
+        generate(pipe, "a cat", steps=2, cfg=2.0)

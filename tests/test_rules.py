@@ -6,8 +6,9 @@ every rule respects fixed positions; the last step fills everything; batches equ
 import pytest
 import torch
 
-from tcts.pipeline import make_generators
-from tcts.sampling import Conditioning, make_rule, sample
+from tcts.engine import make_generators
+from tcts.sampling.step import Conditioning
+from tests.engine_helpers import loop as sample, rule as make_rule
 
 
 MASK = 71

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from tcts.pipeline import img2img_start, noise_for_img2img, start_for_inpaint
+from tcts.settings import Sampling
+from tcts.starts import img2img_start, masked_start, noise_for_img2img
 from tcts.sampling.schedules import choice_temperatures, mask_ratio, tokens_to_mask
 
 
@@ -52,7 +53,7 @@ def test_img2img_strength_half_of_12_runs_6_steps_after_masking_about_71_percent
     start = img2img_start(12, 0.5)
     assert start == 6
     tokens = torch.zeros(1, 64, 64, dtype=torch.long)
-    noised = noise_for_img2img(tokens, 12, start, "cosine", 99, [torch.Generator().manual_seed(0)])
+    noised = noise_for_img2img(tokens, Sampling(steps=12, schedule="cosine"), start, 99, [torch.Generator().manual_seed(0)])
     assert abs((noised == 99).float().mean().item() - math.cos(math.pi / 4)) < 0.02
 
 
@@ -60,9 +61,9 @@ def test_reference_quirk_strength_one_masks_nothing_and_full_mode_masks_everythi
     tokens = torch.zeros(1, 8, 8, dtype=torch.long)
     start = img2img_start(12, 1.0)
     assert start == 0
-    same = noise_for_img2img(tokens, 12, start, "cosine", 99, [torch.Generator().manual_seed(0)])
+    same = noise_for_img2img(tokens, Sampling(steps=12, schedule="cosine"), start, 99, [torch.Generator().manual_seed(0)])
     assert (same == 99).sum() == 0
-    full = noise_for_img2img(tokens, 12, start, "cosine", 99, [torch.Generator().manual_seed(0)], mode="full")
+    full = noise_for_img2img(tokens, Sampling(steps=12, schedule="cosine"), start, 99, [torch.Generator().manual_seed(0)], mode="full")
     assert (full == 99).all()
 
 
@@ -76,14 +77,14 @@ def test_inpaint_start_masks_the_region_fixes_the_rest_and_scales_the_schedule()
     tokens = torch.arange(16).reshape(1, 4, 4)
     region = torch.zeros(1, 4, 4, dtype=torch.bool)
     region[:, :2] = True
-    start, fixed, ratio = start_for_inpaint(tokens, region, 99)
-    assert (start[region] == 99).all() and torch.equal(start[~region], tokens[~region])
-    assert torch.equal(fixed, ~region) and ratio.item() == 0.5
+    start = masked_start(tokens, region, 99, "inpaint mask")
+    assert (start.tokens[region] == 99).all() and torch.equal(start.tokens[~region], tokens[~region])
+    assert torch.equal(start.fixed, ~region) and start.starting_mask_ratio.item() == 0.5
 
 
 def test_inpaint_rejects_empty_and_wrongly_sized_masks():
     tokens = torch.zeros(1, 4, 4, dtype=torch.long)
     with pytest.raises(ValueError, match="inpaint mask is empty"):
-        start_for_inpaint(tokens, torch.zeros(1, 4, 4, dtype=torch.bool), 99)
+        masked_start(tokens, torch.zeros(1, 4, 4, dtype=torch.bool), 99, "inpaint mask")
     with pytest.raises(ValueError, match="token grid"):
-        start_for_inpaint(tokens, torch.ones(1, 3, 4, dtype=torch.bool), 99)
+        masked_start(tokens, torch.ones(1, 3, 4, dtype=torch.bool), 99, "inpaint mask")

@@ -4,6 +4,7 @@ import socket
 import pytest
 
 from .conftest import NetworkBlocked
+from tests.engine_helpers import generate
 
 
 def test_connections_to_non_loopback_addresses_are_refused_before_anything_is_sent():
@@ -22,5 +23,5 @@ def test_generation_runs_with_the_network_blocked(tmp_path):
 
     from .helpers import AMUSED
 
-    result = Pipeline.from_folder(AMUSED).generate("a red cat", width=64, height=64, steps=2)
+    result = generate(Pipeline.from_folder(AMUSED), "a red cat", width=64, height=64, steps=2)
     assert result.images.shape == (1, 64, 64, 3)

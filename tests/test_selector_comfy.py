@@ -6,7 +6,8 @@ import shutil
 import pytest
 import torch
 
-from tcts.pipeline import Pipeline, generate_tokens, text_condition
+from tcts.pipeline import Pipeline
+from tests.engine_helpers import cond_for as text_condition, tokens_for as generate_tokens
 from tcts.selector import SelectorConfig, TokenSelector, load_selector, save_selector
 from tests.support.comfyui import PromptExecutionError
 

@@ -6,8 +6,10 @@ planted region, and small random ones.
 import pytest
 import torch
 
-from tcts.pipeline import make_generators
-from tcts.sampling import RULES, Conditioning, make_rule, sample
+from tcts.engine import make_generators
+from tcts.sampling.registry import RULES
+from tcts.sampling.step import Conditioning
+from tests.engine_helpers import loop as sample, rule as make_rule
 from tcts.selector import SelectorConfig, SelectorMismatchError, TokenSelector
 
 
@@ -59,7 +61,7 @@ def trajectory(model, cond, rule, steps=8, seed=0, batch=1, **kwargs):
 def test_tcts_is_a_registered_revocable_rule():
     rule = make_rule("tcts", selector=random_selector())
     assert "tcts" in RULES and rule.name == "tcts"
-    assert rule.revocable and not rule.needs_attention
+    assert rule.revocable and rule.attention(0, 8, {}) is None
 
 
 def test_the_planted_region_is_re_masked_first(model, cond):
@@ -134,11 +136,13 @@ def test_noise_and_multinomial_change_the_choice(model, cond):
 
 
 def test_bad_settings_and_mismatched_selectors_are_refused(model, cond):
-    with pytest.raises(TypeError, match="needs a TokenSelector"):
+    with pytest.raises(ValueError, match="the tcts sampler needs a trained selector"):
         make_rule("tcts", selector=None)
-    with pytest.raises(ValueError, match="selector choice 'best' is unknown"):
+    with pytest.raises(TypeError, match="needs a TokenSelector"):
+        make_rule("tcts", selector="a path")
+    with pytest.raises(ValueError, match="SelectorOptions.choice 'best' is unknown"):
         make_rule("tcts", selector=random_selector(), choice="best")
-    with pytest.raises(ValueError, match="selector noise must be >= 0"):
+    with pytest.raises(ValueError, match=r"SelectorOptions.noise must be in \[0, 10\]"):
         make_rule("tcts", selector=random_selector(), noise=-1)
     with pytest.raises(SelectorMismatchError, match="width 32 but the generator's text encoder gives width 16"):
         trajectory(model, cond, make_rule("tcts", selector=random_selector(text=32)))

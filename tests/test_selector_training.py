@@ -8,12 +8,15 @@ over processes or micro-batches, or stopping and resuming, gives the same select
 import pytest
 import torch
 
-from tcts.pipeline import Pipeline, make_generators, text_condition
-from tcts.sampling import make_rule, sample
+from tcts.engine import make_generators
+from tcts.pipeline import Pipeline
+from tests.engine_helpers import cond_for as text_condition
+from tests.engine_helpers import loop as sample, rule as make_rule
 from tcts.selector import load_selector
 from tcts.train import (ExampleMaker, TrainConfig, caption_folder, guidance_reconstruct, in_memory_captions,
                         split_validation, train_selector)
-from tcts.train.selector_trainer import masked_before_step, read_training_state
+from tcts.settings import Sampling
+from tcts.train.selector_trainer import Masked, masked_before_step, read_training_state
 
 from .helpers import AMUSED, MEISSONIC
 
@@ -58,8 +61,8 @@ def test_the_reconstruction_is_the_samplers_first_step(pipe):
     sample(pipe.transformer, cond, make_rule("purity"), steps=8, grid=(8, 8), generators=make_generators(7, 1),
            callback=reports.append)
     x0 = torch.zeros(1, 8, 8, dtype=torch.long)
-    proposal = guidance_reconstruct(pipe.transformer, x0, torch.ones(1, 8, 8, dtype=torch.bool), cond, [0],
-                                    make_generators(7, 1), sampling_steps=8, cfg=10.0)
+    masked = Masked(x0, torch.ones(1, 8, 8, dtype=torch.bool), [0], cond, make_generators(7, 1))
+    proposal = guidance_reconstruct(pipe.transformer, masked, Sampling(steps=8, cfg=10.0, temperature=1.0))
     assert torch.equal(proposal, reports[0].proposal)
 
 

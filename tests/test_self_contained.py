@@ -164,11 +164,11 @@ def path_exists(token: str) -> bool:
 def node_categories() -> set[str]:
     """The node-library categories (``tcts/samplers``, …) as ``nodes/types.py`` defines them."""
     source = (ROOT / "nodes" / "types.py").read_text()
-    root = re.search(r'ROOT_CATEGORY\s*=\s*"([^"]+)"', source)
-    if root is None:
-        return set()
-    names = re.findall(r'_CATEGORY\s*=\s*f"\{ROOT_CATEGORY\}/([^"]+)"', source)
-    return {f"{root.group(1)}/{name}" for name in names}
+    values = dict(re.findall(r'^(\w+_CATEGORY)\s*=\s*"([^"]+)"', source, re.M))
+    for name, parent, rest in re.findall(r'^(\w+_CATEGORY)\s*=\s*f"\{(\w+)\}/([^"]+)"', source, re.M):
+        if parent in values:  # defined in order, each from one above it
+            values[name] = f"{values[parent]}/{rest}"
+    return {v for v in values.values() if "/" in v}
 
 
 def accepted_elsewhere(token: str, text: str) -> str | None:

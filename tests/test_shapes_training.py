@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tcts.shapes.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from tests.engine_helpers import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "shapes-demo"
@@ -58,14 +59,14 @@ def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
     from tcts.models.uvit import UVit2DTransformer
     from tcts.models.vq import VQModel
     sys.path.insert(0, str(ROOT / "scripts" / "shapes"))
-    from train_generator import generator_config
+    from train_generator import GeneratorSize, generator_config
 
     from tcts.shapes.text import build_tokenizer_files, text_encoder_config
 
     run = tmp_path / "gen"
     vocab = build_tokenizer_files(run / "tokenizer")
     tcfg = text_encoder_config(len(vocab), hidden=32, layers=2, heads=1, intermediate=64, projection=32)
-    gcfg = generator_config(64, 32, 32, hidden=32, layers=1, heads=1, intermediate=64, block=16)
+    gcfg = generator_config(64, 32, 32, GeneratorSize(hidden=32, layers=1, heads=1, intermediate=64, block=16))
     torch.manual_seed(0)
     gen = UVit2DTransformer(gcfg)
     text = CLIPTextModelWithProjection(CLIPTextConfig(**{k: v for k, v in tcfg.items() if k != "architectures"}))
@@ -122,7 +123,7 @@ def test_selector_recipe_trains_a_selector_that_matches_the_exported_generator(t
     selector = load_selector(out / "selector", pipe.transformer)
     trained = selector.config.extra["trained_with"]
     assert trained["cfg"] == 2.0 and trained["sampling_steps"] == 16 and trained["grid"] == [8, 8]
-    res = pipe.generate(["a small red circle on a flat background"], sampler="tcts", steps=4, cfg=2.0,
+    res = generate(pipe, ["a small red circle on a flat background"], sampler="tcts", steps=4, cfg=2.0,
                         rule_options={"selector": selector})
     assert res.tokens.shape == (1, 8, 8)
 
@@ -140,7 +141,7 @@ def test_shipped_demo_folder_loads_generates_and_fits_the_size_budget():
     total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
     assert total <= 40 * 2**20, total
     assert pipe.default_size == 64
-    res = pipe.generate("a large red circle on a flat background", sampler="uniform", steps=6, cfg=3.0, seed=0)
+    res = generate(pipe, "a large red circle on a flat background", sampler="uniform", steps=6, cfg=3.0, seed=0)
     assert res.images.shape == (1, 64, 64, 3) and res.tokens.shape == (1, 8, 8)
     assert 0 <= float(res.images.min()) and float(res.images.max()) <= 1
 

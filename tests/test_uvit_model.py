@@ -95,9 +95,11 @@ def test_clip_l_text_encoder_has_the_released_parameter_count():
 
 
 def test_text_key_value_cache_gives_identical_tokens_and_projects_the_text_once_per_run():
-    from tcts.pipeline import make_generators
-    from tcts.sampling import Conditioning, make_rule
-    from tcts.sampling.loop import sample, sample_steps
+    from tcts.engine import make_generators
+    from tcts.sampling.loop import Draws, LoopStart, run_loop, sample
+    from tcts.sampling.registry import make_rule
+    from tcts.sampling.step import Conditioning
+    from tests.engine_helpers import sampling
 
     model = load_transformer(AMUSED / "transformer")
     ref = load_case(AMUSED / "cases" / "a3_grid8x8_allmask_clip.safetensors")
@@ -105,11 +107,13 @@ def test_text_key_value_cache_gives_identical_tokens_and_projects_the_text_once_
     cond = Conditioning(hidden[1:], pooled[1:], ref["micro_conds"][1:], hidden[:1], pooled[:1])
     calls = []
     model.transformer_layers[0].attn2.to_k.register_forward_hook(lambda *a: calls.append(1))
-    options = dict(steps=5, grid=(8, 8))
+    def start():
+        return LoopStart(torch.full((1, 8, 8), model.mask_token_id))
+
     with torch.no_grad():
-        uncached = sample_steps(model, cond, make_rule("purity"), generators=make_generators(0, 1), **options)
+        uncached = run_loop(model, cond, make_rule("purity"), sampling(steps=5), start(), Draws(make_generators(0, 1)))
         assert len(calls) == 5
-        cached = sample(model, cond, make_rule("purity"), generators=make_generators(0, 1), **options)
+        cached = sample(model, cond, make_rule("purity"), sampling(steps=5), start(), Draws(make_generators(0, 1)))
     assert len(calls) == 6  # one projection of the text for the whole cached run
     assert torch.equal(cached, uncached)
     assert all(a.context_cache is None for a in model._cross_attentions())  # released after the run

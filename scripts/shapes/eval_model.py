@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tcts.pipeline import Pipeline, decode_tokens  # noqa: E402
 from tcts.shapes.detector import aggregate, check  # noqa: E402
+from tcts.sampling.registry import make_rule  # noqa: E402
+from tcts.settings import Sampling  # noqa: E402
 from tcts.shapes.evaluate import eval_captions, generate  # noqa: E402
 
 
@@ -65,8 +67,8 @@ def main() -> None:
             results = []
             t = time.time()
             for seed in args.seeds:
-                tokens = generate(pipe.transformer, encode, captions, sampler=sampler, steps=args.steps, cfg=cfg,
-                                  seed=1000 * seed)
+                tokens = generate(pipe.transformer, encode, captions, make_rule(sampler),
+                                  Sampling(steps=args.steps, cfg=cfg), seed=1000 * seed)
                 images = decode_tokens(pipe.vq, tokens).numpy()
                 results += [check(im, c) for im, c in zip(images, captions)]
                 if seed == args.seeds[0]:

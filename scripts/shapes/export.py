@@ -87,9 +87,11 @@ def main() -> None:
     if total > args.max_mb:
         sys.exit(f"export is {total:.1f} MB > {args.max_mb} MB")
     from tcts.pipeline import Pipeline
+    from tcts.settings import Sampling
 
     pipe = Pipeline.from_folder(tmp)
-    result = pipe.generate("a large red circle on a flat background", sampler="uniform", steps=4, cfg=3.0, seed=0)
+    result = pipe.generate("a large red circle on a flat background", sampler="uniform", seed=0,
+                           sampling=Sampling(steps=4, cfg=3.0))
     assert result.images.shape == (1, 64, 64, 3), result.images.shape
     if out.exists():
         shutil.rmtree(out)

@@ -33,6 +33,7 @@ import math
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,8 +52,22 @@ ROOT = DEFAULT_ROOT / "shapes"
 MICRO = [64.0, 64.0, 0.0, 0.0, 6.0]
 
 
-def generator_config(codebook_size: int, text_hidden: int, text_proj: int, hidden: int = 256, layers: int = 6,
-                     heads: int = 4, intermediate: int = 768, block: int = 128, res_blocks: int = 1) -> dict:
+@dataclass(frozen=True)
+class GeneratorSize:
+    """The sizes of a demo generator (the rest of its UVit2DModel config is fixed)."""
+
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 4
+    intermediate: int = 768
+    block: int = 128
+    res_blocks: int = 1
+
+
+def generator_config(codebook_size: int, text_hidden: int, text_proj: int, size: GeneratorSize = GeneratorSize()
+                     ) -> dict:
+    hidden, layers, heads, intermediate, block, res_blocks = (size.hidden, size.layers, size.heads, size.intermediate,
+                                                              size.block, size.res_blocks)
     return {
         "_class_name": "UVit2DModel",
         "_diffusers_version": "0.42.1",
@@ -130,9 +145,9 @@ def build(args, vocab_size: int, codebook_size: int):
     tcfg = text_encoder_config(vocab_size, hidden=args.text_hidden, layers=3, heads=max(1, args.text_hidden // 64),
                                intermediate=2 * args.text_hidden, projection=args.text_hidden)
     text_model = CLIPTextModelWithProjection(CLIPTextConfig(**{k: v for k, v in tcfg.items() if k != "architectures"}))
-    gcfg = generator_config(codebook_size, args.text_hidden, args.text_hidden, hidden=args.hidden, layers=args.layers,
-                            heads=max(1, args.hidden // 64), intermediate=args.intermediate, block=args.block,
-                            res_blocks=args.res_blocks)
+    gcfg = generator_config(codebook_size, args.text_hidden, args.text_hidden, GeneratorSize(
+        hidden=args.hidden, layers=args.layers, heads=max(1, args.hidden // 64), intermediate=args.intermediate,
+        block=args.block, res_blocks=args.res_blocks))
     gen = UVit2DTransformer(gcfg)
     return text_model, tcfg, gen, gcfg
 
@@ -260,12 +275,12 @@ def main() -> None:
             last_save = time.time()
         if now - last_eval > args.eval_every_s:
             try:
-                from tcts.shapes.evaluate import evaluate_models
+                from tcts.shapes.evaluate import Evaluation, evaluate_models
                 n_evals += 1
                 for sampler in (("uniform",) if n_evals % 2 else ("uniform", "purity")):
                     t_eval = time.time()
-                    res = evaluate_models(ema["gen"], ema["text"], tok, codes, sampler=sampler,
-                                          n_captions=args.eval_captions, vq_folder=ROOT / "vq" / "final")
+                    res = evaluate_models(ema["gen"], ema["text"], tok, codes, Evaluation(
+                        sampler=sampler, n_captions=args.eval_captions, vq_folder=ROOT / "vq" / "final"))
                     log(f"eval {json.dumps({'step': step, 'images_seen': images_seen, 'sampler': sampler, **res, 'eval_s': round(time.time() - t_eval, 1)})}")
             except Exception as exc:  # noqa: BLE001 - evaluation must never stop training
                 log(f"eval skipped: {type(exc).__name__}: {exc}")

@@ -2,8 +2,8 @@
 
 The text encoder runs once per caption for a whole benchmark (:func:`encode_captions`); every sampler, step
 count and seed reuses those states. A generation run (:func:`generate_images`) then follows
-``Pipeline.generate`` exactly (negative prompt ``""``, micro-conditions ``[W, H, 0, 0, 6]``, the model's
-mask schedule, choice temperature 2 -> 0, one CPU ``torch.Generator`` per image) in batches under
+``Pipeline.generate`` exactly (negative prompt ``""``, micro-conditions ``[W, H, 0, 0, 6]``, the engine's
+job with the model's settings where the benchmark sets none, one CPU ``torch.Generator`` per image) in batches under
 ``torch.inference_mode``. Image ``i`` of sampling seed ``s`` uses generator seed ``s * SEED_STRIDE + i``,
 so results do not depend on the batch size (up to floating-point summation order) and the same (caption,
 seed) pair gets the same random stream under every sampler.
@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..pipeline import Pipeline, decode_tokens, micro_conditions, token_grid
-from ..sampling import Conditioning, make_rule, sample
+from ..engine import Job, micro_conditions, run
+from ..pipeline import Pipeline, decode_tokens
+from ..sampling.rules import Rule
+from ..sampling.step import Conditioning
+from ..settings import Sampling
+from ..starts import TextToImage
 
 SEED_STRIDE = 1_000_000
 
@@ -81,25 +85,25 @@ class Generated:
 
 
 @torch.inference_mode()
-def generate_images(pipe: Pipeline, encoded: EncodedCaptions, *, sampler: str, steps: int, cfg: float, seed: int,
-                    rule_options: dict[str, Any] | None = None, batch_size: int = 100, size: int = 64,
-                    choice_temperature: tuple[float, float] = (2.0, 0.0)) -> Generated:
-    """Generate one image per encoded caption with the named sampler; deterministic given ``seed``."""
+def generate_images(pipe: Pipeline, encoded: EncodedCaptions, rule: Rule, sampling: Sampling, seed: int, *,
+                    batch_size: int = 100, size: int = 64) -> Generated:
+    """Generate one image per encoded caption with ``rule``; deterministic given ``seed``. ``sampling`` is
+    resolved against the model folder (steps and cfg as given; the rest the model's or the reference's)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1; got {batch_size}")
-    if cfg != 1.0 and encoded.negative_hidden_states is None:
+    sampling = pipe.resolve(sampling).sampling
+    if sampling.cfg != 1.0 and encoded.negative_hidden_states is None:
         raise ValueError("cfg != 1 needs the negative prompt encoded (encode_captions(negative=True))")
-    grid = token_grid(pipe.transformer, size, size, pipe.vq_factor)
     images, tokens = [], []
     sample_s = decode_s = 0.0
     cpu_start = time.process_time()
     for start in range(0, len(encoded), batch_size):
         stop = min(start + batch_size, len(encoded))
         cond = encoded.condition(start, stop, size, size)
-        generators = [torch.Generator().manual_seed(image_seed(seed, i)) for i in range(start, stop)]
+        job = Job(condition=cond, sampling=sampling, rule=rule, start=TextToImage(size, size),
+                  seed=[image_seed(seed, i) for i in range(start, stop)])
         t0 = time.perf_counter()
-        out = sample(pipe.transformer, cond, make_rule(sampler, **(rule_options or {})), steps=steps, grid=grid,
-                     generators=generators, cfg=cfg, schedule=pipe.schedule, choice_temperature=choice_temperature)
+        out = run(pipe.transformer, job, pipe.vq_factor)
         t1 = time.perf_counter()
         decoded = decode_tokens(pipe.vq, out).float().cpu().numpy()
         decode_s += time.perf_counter() - t1

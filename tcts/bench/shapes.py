@@ -29,7 +29,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -37,6 +37,9 @@ import numpy as np
 import torch
 
 from ..checkpoints import CheckpointError
+from ..sampling.registry import RULES, SAMPLERS, SELECTOR_SAMPLERS, RuleOptions, make_rule
+from ..sampling.rules import Rule
+from ..settings import Sampling
 from ..shapes.detail import hf_ratios, mean_ratio
 from ..shapes.detector import aggregate
 from ..shapes.evaluate import EVAL_SEED
@@ -80,25 +83,22 @@ class BenchSettings:
     size: int | None = None                    # generation size in px; None: the model's native size
     skip_missing_selector: bool = False
     resume: bool = True
-    selector_options: dict[str, Any] = field(default_factory=dict)   # guidance / noise / choice
-    fas_options: dict[str, Any] = field(default_factory=dict)        # tcts.cli_attention.fas_rule_options
+    options: RuleOptions = field(default_factory=RuleOptions)   # the rules' options (without a selector model)
 
     @property
     def selector_path(self) -> Path:
         if self.selector is not None:
             return self.selector
-        from ..cli import default_selector_path
+        from ..cli_common import default_selector_path
 
         same = self.model.resolve() == DEFAULT_MODEL.resolve()
         return default_selector_path() if same else self.model / "selector"
 
     def validate(self) -> None:
-        from ..sampling import RULES
-
         unknown = [s for s in self.samplers if s not in RULES]
         if unknown:
             raise ValueError(f"unknown sampler(s) {', '.join(map(repr, unknown))}; expected some of "
-                             f"{', '.join(sorted(RULES))}")
+                             f"{', '.join(SAMPLERS)}")
         if not self.samplers or len(set(self.samplers)) != len(self.samplers):
             raise ValueError(f"--samplers must name each sampler once; got {list(self.samplers)}")
         if not self.steps or any(not isinstance(s, int) or s < 1 for s in self.steps) or \
@@ -125,7 +125,6 @@ def _log(message: str) -> None:
 def resolve_samplers(settings: BenchSettings, log: Callable[[str], None]) -> tuple[str, ...]:
     """The samplers to run; fails (or, with ``skip_missing_selector``, drops them) when tcts / tcts-fas lack a
     selector folder."""
-    from ..selector.cli import SELECTOR_SAMPLERS
     from ..selector.model import is_selector_folder
 
     needing = [s for s in settings.samplers if s in SELECTOR_SAMPLERS]
@@ -197,8 +196,6 @@ class Runner:
         if self.size % METRIC_SIZE:
             raise ValueError(f"the model's native size is {self.size} px, not a multiple of {METRIC_SIZE}; pass --size")
         self.selector = None
-        from ..selector.cli import SELECTOR_SAMPLERS
-
         if any(s in SELECTOR_SAMPLERS for s in self.samplers):
             from ..selector.model import load_selector
 
@@ -210,22 +207,14 @@ class Runner:
                              "features": folder_fingerprint(settings.features),
                              "selector": folder_fingerprint(settings.selector_path) if self.selector else []}
 
-    def rule_options(self, sampler: str) -> dict[str, Any]:
-        from ..cli_attention import FAS_SAMPLERS
-        from ..selector.cli import SELECTOR_SAMPLERS
-
-        options: dict[str, Any] = {}
-        if sampler in SELECTOR_SAMPLERS:
-            options.update(selector=self.selector, **self.settings.selector_options)
-        if sampler in FAS_SAMPLERS:
-            options.update(self.settings.fas_options)
-        return options
+    def rule(self, sampler: str) -> Rule:
+        return make_rule(sampler, replace(self.settings.options, selector_model=self.selector))
 
     def unit_spec(self, sampler: str, steps: int, seed: int) -> dict[str, Any]:
-        from ..selector.cli import SELECTOR_SAMPLERS
-
         s = self.settings
-        options = {k: v for k, v in self.rule_options(sampler).items() if k != "selector"}
+        options = {}
+        for family in RULES[sampler].families:
+            options.update(asdict(getattr(s.options, family)))
         return {"version": CACHE_VERSION, "model": self.fingerprints["model"],
                 "features": self.fingerprints["features"],
                 "selector": self.fingerprints["selector"] if sampler in SELECTOR_SAMPLERS else None,
@@ -242,8 +231,8 @@ class Runner:
         cached = load_unit(path, key) if s.resume else None
         if cached is not None:
             return cached, True
-        gen = generate_images(self.pipe, encoded, sampler=sampler, steps=steps, cfg=s.cfg, seed=seed,
-                              rule_options=self.rule_options(sampler), batch_size=s.batch_size, size=self.size)
+        gen = generate_images(self.pipe, encoded, self.rule(sampler), Sampling(steps=steps, cfg=s.cfg), seed,
+                              batch_size=s.batch_size, size=self.size)
         unit = score_images(area_downsample(gen.images, METRIC_SIZE), self.captions, self.feature_net,
                             sample_seconds=gen.sample_seconds, decode_seconds=gen.decode_seconds,
                             cpu_seconds=gen.cpu_seconds)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import torch
 
+from ..options import add_arguments, from_args
+from ..sampling.fas_options import FASOptions
+from ..sampling.registry import RuleOptions
+from ..selector.rule import SelectorOptions
 from . import shapes
 from .shapes import DEFAULT_FEATURES, DEFAULT_MODEL, DEFAULT_OUT, DEFAULT_SAMPLERS, DEFAULT_STEPS, QUICK, BenchSettings
 
@@ -49,18 +53,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default 1: on a shared machine more threads were slower)")
     p.add_argument("--device", default="cpu", help="torch device for the generator and selector")
     g = p.add_argument_group("TCTS selector options")
-    g.add_argument("--selector-guidance", type=float, default=1.0, help="selector guidance w (1 = off)")
-    g.add_argument("--selector-noise", type=float, default=0.0, help="annealed noise on the keep-score")
-    g.add_argument("--selector-choice", default="topk", choices=("topk", "multinomial"),
-                   help="keep the top-n scores, or draw the kept set by score")
-    from ..cli_attention import add_fas_arguments
-
-    add_fas_arguments(p)
+    add_arguments(g, SelectorOptions, "selector-")
+    add_arguments(p.add_argument_group("FAS (samplers fas / tcts-fas; see docs/method.md)"), FASOptions, "fas-")
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    from ..cli_attention import fas_rule_options
-
     quick = QUICK if args.quick else {}
 
     def pick(value, name: str, default):
@@ -73,9 +70,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         captions=pick(args.captions, "captions", 1000), seeds=pick(args.seeds, "seeds", 2),
         cfg=args.cfg, batch_size=args.batch_size, split=args.split, out=args.out, device=args.device, size=args.size,
         skip_missing_selector=args.skip_missing_selector, resume=not args.no_resume,
-        selector_options={"guidance": args.selector_guidance, "noise": args.selector_noise,
-                          "choice": args.selector_choice},
-        fas_options=fas_rule_options(argparse.Namespace(**{**vars(args), "sampler": "fas"})))
+        options=RuleOptions(selector=from_args(args, SelectorOptions, "selector-"),
+                            fas=from_args(args, FASOptions, "fas-")))
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

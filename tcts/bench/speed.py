@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli_help import EXIT_STATUS, HelpFormatter
+from ..cli_common import EXIT_STATUS, HelpFormatter
 
 FIXTURE_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "amused-tiny"
 
@@ -96,27 +96,33 @@ def warms_up(device: str) -> bool:
     return device.startswith("cuda")
 
 
-def run_ours(folder: str, size: int, steps: int, cfg: float, prompt: str, device: str, dtype: str,
-             sequential: bool = False, compile_model: bool = False, draw_on_device: bool = False) -> dict:
+def run_ours(args: argparse.Namespace, sequential: bool = False) -> dict:
     """Our pipeline, fully loaded (as in ComfyUI and the library) or ``sequential`` (the CLI's one-shot
-    mode: each component loaded for its phase and freed after it, so its loads fall inside ``image_s``)."""
+    mode: each component loaded for its phase and freed after it, so its loads fall inside ``image_s``).
+    ``args``: the child's command line (folder, size, steps, cfg, prompt, device, dtype, compile,
+    draw_on_device)."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401  imports outside the timing,
                                                                           # as for diffusers
     from ..pipeline import Pipeline
+    from ..settings import Sampling
+    from ..starts import TextToImage
 
     t0 = time.perf_counter()
-    pipe = Pipeline.from_folder(folder, dtype=getattr(torch, dtype), sequential=sequential, device=device)
+    pipe = Pipeline.from_folder(args.folder, dtype=getattr(torch, args.dtype), sequential=sequential,
+                                device=args.device)
+    start = TextToImage(args.size, args.size)
+    draw = bool(args.draw_on_device)
     if not sequential:
         for module in (pipe.transformer, pipe.vq, pipe.text_encoder.model):
-            module.to(device)
-        if compile_model:
+            module.to(args.device)
+        if args.compile:
             pipe.transformer = torch.compile(pipe.transformer)
-        if compile_model or warms_up(device):   # a 2-step warm-up (compilation, CUDA kernels) counts as load
-            pipe.generate(prompt, width=size, height=size, steps=2, cfg=cfg, seed=0, draw_on_device=draw_on_device)
+        if args.compile or warms_up(args.device):  # a 2-step warm-up (compilation, CUDA kernels) counts as load
+            pipe.generate(args.prompt, start=start, sampling=Sampling(steps=2, cfg=args.cfg, draw_on_device=draw))
     load = time.perf_counter() - t0
     marks: list[float] = []
     t0 = time.perf_counter()
-    pipe.generate(prompt, width=size, height=size, steps=steps, cfg=cfg, seed=0, draw_on_device=draw_on_device,
+    pipe.generate(args.prompt, start=start, sampling=Sampling(steps=args.steps, cfg=args.cfg, draw_on_device=draw),
                   callback=lambda r: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
     return {"load_s": load, "image_s": total, "total_s": load + total,
@@ -150,12 +156,10 @@ IMPLS = ("ours", "ours-sequential", "diffusers")
 
 
 def child(args: argparse.Namespace) -> None:
-    common = (args.folder, args.size, args.steps, args.cfg, args.prompt, args.device, args.dtype)
     if args.child == "diffusers":
-        result = run_diffusers(*common)
+        result = run_diffusers(args.folder, args.size, args.steps, args.cfg, args.prompt, args.device, args.dtype)
     else:
-        result = run_ours(*common, sequential=args.child == "ours-sequential", compile_model=args.compile,
-                          draw_on_device=args.draw_on_device)
+        result = run_ours(args, sequential=args.child == "ours-sequential")
     result["peak_rss_mb"] = peak_rss_mb()
     if args.device.startswith("cuda"):
         result["max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -239,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile our transformer (worth it on GPU; compiling + a 2-step warm-up count as load)")
     parser.add_argument("--draw-on-device", action="store_true",
-                        help="ours draws tokens on --device (Pipeline.generate(draw_on_device=True)) instead of the "
+                        help="ours draws tokens on --device (Sampling(draw_on_device=True)) instead of the "
                              "reference's CPU draws; diffusers always draws on the CPU")
     parser.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)

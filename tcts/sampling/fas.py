@@ -16,25 +16,19 @@ step fills every position (the loop). ``invert`` swaps the roles (LOW revocable,
 ``start_frac`` runs the inner rule alone (all revocable) before that fraction of the steps; ``regroup``
 ``freeze_after`` keeps the groups of the last step before the warm-up fraction ``freeze_after`` (no capture
 afterwards, so those steps cost nothing extra). ``low_scorer`` ranks the new persistent picks by the inner
-rule's keep-score (``inner``, alias ``tcts``), by p(x̂) (``purity``) or by MaskGIT's Gumbel confidence
+rule's keep-score (``inner``), by p(x̂) (``purity``) or by MaskGIT's Gumbel confidence
 (``confidence``).
 """
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 
-from ..attention import FAS_STATISTICS, AttentionRequest, fas_low_map, parse_layers
-from .rules import RULES, Selection, SelectionRule, StepState, gumbel_noise, make_rule
+from ..attention import AttentionRequest, fas_low_map
+from ..layers import parse_layers
+from .fas_options import LOW_SCORERS, REGROUP, FASOptions
+from .rules import Rule, Selection, StepState, gumbel_noise
 
-REGROUP = ("every_step", "freeze_after")
-LOW_SCORERS = ("inner", "tcts", "purity", "confidence")
-#: option names that belong to FAS; everything else goes to the inner rule
-FAS_OPTIONS = ("statistic", "layers", "cutoff", "q", "regroup", "freeze_after", "smooth", "invert", "low_scorer",
-               "start_frac")
-
+__all__ = ["FAS", "FASOptions", "LOW_SCORERS", "REGROUP", "top_count"]
 
 def top_count(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """Bool ``[B, N]``: the ``count[b]`` highest-scoring candidates of each row (ties by position)."""
@@ -45,44 +39,23 @@ def top_count(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tenso
     return (ranks < count.to(ranks.device).long()[:, None]) & candidates
 
 
-class FAS:
+class FAS(Rule):
     """Frequency Adaptive Sampling around a revocable ``inner`` rule (see the module docstring)."""
 
     revocable = True
-    needs_attention = True
 
-    def __init__(self, inner: SelectionRule, *, statistic: str = "fft_hf", layers: Any = None, cutoff: float = 0.5,
-                 q: float = 0.5, regroup: str = "every_step", freeze_after: float = 0.25, smooth: bool = False,
-                 invert: bool = False, low_scorer: str = "inner", start_frac: float = 0.0, name: str = "fas") -> None:
-        if not getattr(inner, "revocable", False):
-            raise ValueError(f"FAS needs a revocable inner rule (random-revoke, tcts); "
-                             f"{getattr(inner, 'name', inner)!r} is persistent")
-        if statistic not in FAS_STATISTICS:
-            raise ValueError(f"FAS statistic {statistic!r} is unknown; expected one of {', '.join(FAS_STATISTICS)}")
-        if regroup not in REGROUP:
-            raise ValueError(f"FAS regroup {regroup!r} is unknown; expected one of {', '.join(REGROUP)}")
-        if low_scorer not in LOW_SCORERS:
-            raise ValueError(f"FAS low_scorer {low_scorer!r} is unknown; expected one of {', '.join(LOW_SCORERS)}")
-        for what, value, hi in (("q", q, 1.0), ("freeze_after", freeze_after, 1.0), ("start_frac", start_frac, 1.0),
-                                ("cutoff", cutoff, math.sqrt(2))):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= hi:
-                raise ValueError(f"FAS {what} must be a number in [0, {hi:g}]; got {value!r}")
+    def __init__(self, inner: Rule, options: FASOptions | None = None) -> None:
+        if not inner.revocable:
+            raise ValueError(f"FAS needs a revocable inner rule (random-revoke, tcts, ...); "
+                             f"{inner.name!r} is persistent")
         self.inner = inner
-        self.name = name
-        self.statistic = statistic
-        self.layers = parse_layers(layers) if isinstance(layers, str) else layers
-        self.cutoff = float(cutoff)
-        self.q = float(q)
-        self.regroup = regroup
-        self.freeze_after = float(freeze_after)
-        self.smooth = bool(smooth)
-        self.invert = bool(invert)
-        self.low_scorer = "inner" if low_scorer == "tcts" else low_scorer
-        self.start_frac = float(start_frac)
+        self.options = options or FASOptions()
+        self.name = "fas" if inner.name == "random-revoke" else f"{inner.name}-fas"
+        self.layers = parse_layers(self.options.layers)
 
     @property
     def repredict_visible(self) -> bool:
-        return bool(getattr(self.inner, "repredict_visible", False))
+        return self.inner.repredict_visible
 
     @property
     def key(self) -> str:
@@ -90,13 +63,14 @@ class FAS:
 
     def active(self, step: int, steps: int) -> bool:
         """FAS splits the tokens at this step (else the inner rule runs alone)."""
-        return step >= self.start_frac * steps
+        return step >= self.options.start_frac * steps
 
-    def attention_request(self, step: int, steps: int, memory: dict) -> AttentionRequest | None:
+    def attention(self, step: int, steps: int, memory: dict) -> AttentionRequest | None:
+        inner = self.inner.attention(step, steps, memory)
         if not self.active(step, steps):
-            return None
-        if self.regroup == "freeze_after" and step >= self.freeze_after * steps and self.key in memory:
-            return None
+            return inner
+        if self.options.regroup == "freeze_after" and step >= self.options.freeze_after * steps and self.key in memory:
+            return inner
         return AttentionRequest(kinds=("self",), layers=self.layers)
 
     def groups(self, state: StepState) -> torch.Tensor:
@@ -104,10 +78,11 @@ class FAS:
         if state.attention is None:
             frozen = state.extras.get(self.key)
             if frozen is None:
-                raise RuntimeError("FAS needs this step's captured self-attention (run it through "
-                                   "tcts.sampling.sample, which captures for rules with needs_attention)")
+                raise RuntimeError("FAS needs this step's captured self-attention (run it through the sampling "
+                                   "loop, which captures what a rule's attention() asks for)")
             return frozen
-        low, _ = fas_low_map(state.attention, self.statistic, self.cutoff, self.q, self.smooth)
+        o = self.options
+        low, _ = fas_low_map(state.attention, o.statistic, o.cutoff, o.q, o.smooth)
         low = low.reshape(low.shape[0], -1).to(state.proposal.device)
         state.extras[self.key] = low
         return low
@@ -117,7 +92,7 @@ class FAS:
         if not self.active(state.step, state.steps):
             return inner
         low = self.groups(state)
-        persistent = ~low if self.invert else low
+        persistent = ~low if self.options.invert else low
         scores = inner.scores if inner.scores is not None else inner.keep.float()
         scores = scores.to(state.proposal.device)
         fixed = state.fixed
@@ -133,36 +108,9 @@ class FAS:
         return Selection(keep=fixed | pick_p | pick_r, scores=scores, fix=pick_p)
 
     def low_scores(self, state: StepState, inner_scores: torch.Tensor) -> torch.Tensor:
-        if self.low_scorer == "purity":
+        if self.options.low_scorer == "purity":
             return state.proposal_prob
-        if self.low_scorer == "confidence":
+        if self.options.low_scorer == "confidence":  # MaskGIT's Gumbel confidence, over visible tokens too
             noise = gumbel_noise(tuple(state.proposal_prob.shape), state.generators).to(inner_scores.device)
             return torch.log(state.proposal_prob.clamp(1e-20)) + state.choice_temperature * noise
         return inner_scores
-
-
-def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(FAS options, inner-rule options)."""
-    fas = {k: v for k, v in options.items() if k in FAS_OPTIONS}
-    return fas, {k: v for k, v in options.items() if k not in FAS_OPTIONS}
-
-
-def make_fas(inner: str = "random-revoke", **options: Any) -> FAS:
-    """``fas``: FAS around a named revocable rule (default ``random-revoke``; ``inner="tcts"`` with
-    ``selector=...`` is ``tcts-fas``). FAS options are taken out, the rest configure the inner rule."""
-    fas_opts, inner_opts = split_options(options)
-    return FAS(make_rule(inner, **inner_opts), name="fas" if inner == "random-revoke" else f"{inner}-fas",
-               **fas_opts)
-
-
-def make_tcts_fas(**options: Any) -> FAS:
-    """``tcts-fas``: FAS around the learned ``tcts`` rule; needs ``selector=`` (a loaded TokenSelector)."""
-    if options.get("selector") is None:
-        raise ValueError("the tcts-fas sampler needs a trained selector (selector=...; load one with "
-                         "tcts.selector.load_selector, or use sampler 'fas' for FAS around random-revoke)")
-    options.pop("inner", None)
-    return make_fas("tcts", **options)
-
-
-RULES["fas"] = make_fas
-RULES["tcts-fas"] = make_tcts_fas

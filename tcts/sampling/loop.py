@@ -1,39 +1,24 @@
-"""The one masked-generative sampling loop; strategies plug in as selection rules (``rules.py``).
+"""The one masked-generative sampling loop; strategies plug in as rules (``rules.py``, ``registry.py``).
 
-Per step: one batched forward for the negative and positive condition, classifier-free guidance in
-logit space, a categorical draw of a proposal for every position, the rule's choice of positions to
-keep, re-masking of the rest; the last step fills every position. The order of operations and random
-draws follows diffusers ``pipelines/deprecated/amused/pipeline_amused.py`` (``__call__``) and
-``schedulers/scheduling_amused.py`` (``step``), so Purity reproduces the reference token for token.
+Per step: one model step (``step.model_step``: CFG forward, one categorical proposal per position), the
+rule's choice of positions to keep, re-masking of the rest; the last step fills every position, and a run
+ends early once nothing is masked (a rule may commit more than the schedule's count). The order of
+operations and random draws follows diffusers ``AmusedPipeline.__call__`` and ``AmusedScheduler.step``, so
+Purity reproduces the reference token for token.
 """
 from __future__ import annotations
 
 import contextlib
-
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from ..attention import requested_attention, step_capture
-from .rules import Selection, SelectionRule, StepState
-from .schedules import SCHEDULES, choice_temperatures, tokens_to_mask
-
-
-@dataclass
-class Conditioning:
-    """Text condition of a batch: positive (and optional negative) CLIP states + micro-conditions."""
-
-    hidden_states: torch.Tensor              # [B, L, D] CLIP hidden_states[-2]
-    pooled: torch.Tensor                     # [B, P] CLIP text_embeds
-    micro_conds: torch.Tensor                # [B, 5] [width, height, crop_x, crop_y, aesthetic]
-    negative_hidden_states: torch.Tensor | None = None
-    negative_pooled: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.hidden_states.shape[0]
+from ..attention import step_capture
+from ..settings import Sampling
+from .rules import Rule, StepState
+from .schedules import choice_temperatures, tokens_to_mask
+from .step import Conditioning, NonFiniteLogitsError, model_step, validate_sampling
 
 
 @dataclass
@@ -48,149 +33,108 @@ class StepReport:
     scores: torch.Tensor | None              # [B, h, w] the rule's keep-scores (None on the last step)
 
 
-class NonFiniteLogitsError(RuntimeError):
-    """The generator produced NaN/inf logits (broken weights, or an unstable dtype such as fp16)."""
+@dataclass
+class LoopStart:
+    """Where a run starts: the token map (mask id where masked), positions that never change, the first
+    schedule step, and the share of the schedule's count that applies (inpaint / edit: the masked share)."""
+
+    tokens: torch.Tensor                           # [B, h, w]
+    fixed: torch.Tensor | None = None              # [B, h, w] bool
+    start_step: int = 0
+    starting_mask_ratio: float | torch.Tensor = 1
 
 
-def guided_logits(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioning, cfg: float,
-                  timestep: int) -> torch.Tensor:
-    """Logits ``[B, K, h, w]`` with classifier-free guidance ``u + cfg * (c - u)`` in logit space.
+@dataclass
+class Draws:
+    """The per-image random generators of a run: the rules' noise always comes from ``rules`` (CPU); the
+    proposals from ``proposals`` (the same, or generators on the model's device)."""
 
-    Negative and positive rows go through the model in one batch (rows ``[negative; positive]`` as in
-    the reference pipeline). With ``cfg == 1`` or no negative condition only the positive pass runs.
-    """
-    dtype = next(model.parameters()).dtype
-    guided = cfg != 1.0 and cond.negative_hidden_states is not None
-    t = torch.tensor([timestep], device=tokens.device)
+    rules: list[torch.Generator]
+    proposals: list[torch.Generator] | None = None
 
-    def prepare(*parts: torch.Tensor) -> torch.Tensor:
-        return torch.cat(parts).to(tokens.device, dtype)
-
-    if guided:
-        logits = model(torch.cat([tokens, tokens]), prepare(cond.negative_hidden_states, cond.hidden_states),
-                       prepare(cond.negative_pooled, cond.pooled), prepare(cond.micro_conds, cond.micro_conds), t)
-        uncond, positive = logits.chunk(2)
-        return uncond + cfg * (positive - uncond)
-    return model(tokens, prepare(cond.hidden_states), prepare(cond.pooled), prepare(cond.micro_conds), t)
+    @property
+    def for_proposals(self) -> list[torch.Generator]:
+        return self.proposals if self.proposals is not None else self.rules
 
 
-def draw_proposal(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One categorical draw per position ``[B, N]``; row b draws ``torch.multinomial`` over fp32 probabilities
-    on the device of ``generators[b]``. CPU generators (the default) reproduce the reference, which copies
-    the probabilities to the CPU every step; generators on the model's GPU skip that copy and the CPU draw,
-    which dominate a GPU step (BENCHMARKS.md), at the price of other tokens than the reference's."""
-    draws = [torch.multinomial(p.float().to(g.device), 1, generator=g)[:, 0].to(probs.device)
-             for p, g in zip(probs, generators)]
-    return torch.stack(draws)
-
-
-def validate_sampling_args(steps: int, cfg: float, sampling_temperature: float,
-                           choice_temperature: tuple[float, float], schedule: str) -> None:
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not math.isfinite(cfg) or cfg < 0:
-        raise ValueError(f"cfg must be a finite number >= 0 (1 disables guidance), got {cfg!r}")
-    if not math.isfinite(sampling_temperature) or sampling_temperature <= 0:
-        raise ValueError(f"sampling temperature must be a finite number > 0, got {sampling_temperature!r}")
-    if any(not math.isfinite(t) or t < 0 for t in choice_temperature):
-        raise ValueError(f"choice temperature must be finite and >= 0, got {choice_temperature!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule {schedule!r} is unknown; expected one of {', '.join(SCHEDULES)}")
-
-
-def sample_steps(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, *, steps: int,
-           grid: tuple[int, int] | None = None, tokens: torch.Tensor | None = None,
-           fixed: torch.Tensor | None = None, generators: list[torch.Generator],
-           draw_generators: list[torch.Generator] | None = None, cfg: float = 10.0, schedule: str = "cosine",
-           choice_temperature: tuple[float, float] = (2.0, 0.0), sampling_temperature: float = 1.0,
-           start_step: int = 0, starting_mask_ratio: float | torch.Tensor = 1,
-           extras: dict | None = None,
-           callback: Callable[[StepReport], None] | None = None) -> torch.Tensor:
-    """Run the masked sampling loop and return the final token grid ``[B, h, w]``.
-
-    ``tokens`` (``[B, h, w]``, mask id where masked) starts img2img/inpaint/edit runs; otherwise the
-    grid ``(h, w)`` starts fully masked. ``fixed`` marks positions that always keep their current token
-    (inpaint outside the mask, edit outside the region). ``start_step`` skips the first steps of the
-    schedule (img2img strength). ``generators`` holds one CPU generator per image: image b's draws come
-    only from ``generators[b]``, so a batch equals separate runs with the same seeds. ``draw_generators``
-    (one per image, e.g. on the GPU) take over the proposal draws only; the rules' noise stays on
-    ``generators``.
-    """
-    validate_sampling_args(steps, cfg, sampling_temperature, choice_temperature, schedule)
-    mask_id = model.vocab_size - 1
-    device = next(model.parameters()).device
-    batch = cond.batch_size
-    if len(generators) != batch:
-        raise ValueError(f"need one generator per image: got {len(generators)} for batch {batch}")
-    draw_generators = generators if draw_generators is None else draw_generators
-    if len(draw_generators) != batch:
-        raise ValueError(f"need one draw generator per image: got {len(draw_generators)} for batch {batch}")
-    if tokens is None:
-        if grid is None:
-            raise ValueError("give either start tokens or a token grid size")
-        tokens = torch.full((batch, *grid), mask_id, dtype=torch.long, device=device)
-    tokens = tokens.to(device)
-    b, h, w = tokens.shape
-    if b != batch:
-        raise ValueError(f"start tokens have batch {b} but the condition has batch {batch}")
+def check_start(model: torch.nn.Module, start: LoopStart, batch: int, steps: int) -> None:
+    mask_id = model.mask_token_id
+    tokens = start.tokens
+    if tokens.ndim != 3 or tokens.shape[0] != batch:
+        raise ValueError(f"start tokens must be [batch={batch}, h, w]; got {tuple(tokens.shape)}")
     if ((tokens < 0) | (tokens > mask_id) | ((tokens >= model.codebook_size) & (tokens != mask_id))).any():
         raise ValueError(f"start tokens must be codebook ids in [0, {model.codebook_size}) or the mask id "
                          f"{mask_id}")
-    if not 0 <= start_step < steps:
-        raise ValueError(f"start step {start_step} must be in [0, {steps})")
-    fixed = (torch.zeros_like(tokens, dtype=torch.bool) if fixed is None else fixed.to(device)).reshape(b, -1)
-    temperatures = choice_temperatures(steps, *choice_temperature)
-    flat = tokens.reshape(b, -1)
-    n = flat.shape[1]
-    memory = dict(extras or {})  # one dict per run: rules may keep run state here (FAS groups)
-    for step in range(start_step, steps):
-        request = requested_attention(rule, step, steps, memory) if step < steps - 1 else None
+    if not 0 <= start.start_step < steps:
+        raise ValueError(f"start step {start.start_step} must be in [0, {steps})")
+
+
+def run_loop(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: Sampling, start: LoopStart,
+             draws: Draws, callback: Callable[[StepReport], None] | None = None) -> torch.Tensor:
+    """Run the masked sampling loop and return the final token grid ``[B, h, w]``.
+
+    ``sampling`` must be complete (every field set; ``tcts.settings.resolve_sampling``). Image b's draws come
+    only from its own generators, so a batch equals separate runs with the same seeds."""
+    if not sampling.complete():
+        raise ValueError(f"the sampling settings are not complete: {sampling}")
+    steps = sampling.steps
+    validate_sampling(steps, sampling.cfg, sampling.temperature, sampling.choice_temperature, sampling.schedule)
+    batch = cond.batch_size
+    for what, generators in (("generator", draws.rules), ("draw generator", draws.for_proposals)):
+        if len(generators) != batch:
+            raise ValueError(f"need one {what} per image: got {len(generators)} for batch {batch}")
+    check_start(model, start, batch, steps)
+    mask_id = model.mask_token_id
+    device = next(model.parameters()).device
+    b, h, w = start.tokens.shape
+    flat = start.tokens.to(device).reshape(b, -1)
+    fixed = (torch.zeros_like(flat, dtype=torch.bool) if start.fixed is None
+             else start.fixed.to(device).reshape(b, -1).bool())
+    temperatures = choice_temperatures(steps, *sampling.choice_temperature)
+    memory: dict = {}  # one dict per run: rules keep run state here (FAS groups)
+    for step in range(start.start_step, steps):
+        last = step == steps - 1
+        request = None if last else rule.attention(step, steps, memory)
         with step_capture(model, request, batch=b) as captured:  # only this forward, conditional rows
-            logits = guided_logits(model, flat.view(b, h, w), cond, cfg, steps - 1 - step)
-        logits = logits.reshape(b, logits.shape[1], n).permute(0, 2, 1)
-        if not torch.isfinite(logits).all():
-            raise NonFiniteLogitsError(
-                f"the generator returned NaN/inf logits at step {step + 1}/{steps}; the weights may be "
-                "broken or the dtype unstable (try fp32 or bf16 instead of fp16)")
-        if sampling_temperature != 1.0:
-            logits = logits / sampling_temperature
-        probs = logits.softmax(dim=-1)
-        sampled = draw_proposal(probs, draw_generators)
+            try:
+                drawn = model_step(model, flat.view(b, h, w), cond, sampling.cfg, steps - 1 - step,
+                                   sampling.temperature, draws.for_proposals)
+            except NonFiniteLogitsError:
+                raise NonFiniteLogitsError(
+                    f"the generator returned NaN/inf logits at step {step + 1}/{steps}; the weights may be "
+                    "broken or the dtype unstable (try fp32 or bf16 instead of fp16)") from None
         unknown = flat == mask_id
-        proposal = torch.where(unknown, sampled, flat)
-        if rule.revocable and getattr(rule, "repredict_visible", False):
-            proposal = torch.where(fixed, flat, sampled)
-        if step == steps - 1:
+        proposal = torch.where(fixed, flat, drawn.draws) if rule.repredict_visible else \
+            torch.where(unknown, drawn.draws, flat)
+        scores = None
+        if last:
             flat = proposal
-            selection = Selection(keep=torch.ones_like(unknown))
         else:
-            maskable = (unknown if not rule.revocable else ~fixed).sum(dim=-1)
+            maskable = (~fixed if rule.revocable else unknown).sum(dim=-1)
             state = StepState(
-                step=step, steps=steps, tokens=flat, proposal=proposal, probs=probs,
-                proposal_prob=probs.gather(-1, proposal[..., None])[..., 0], unknown=unknown,
-                fixed=fixed, mask_count=tokens_to_mask(schedule, step, steps, n, maskable.cpu(),
-                                                       starting_mask_ratio),
-                choice_temperature=temperatures[step],
-                generators=generators, grid=(h, w), condition=cond, extras=memory,
-                attention=None if captured is None else captured.result())
+                step=step, steps=steps, tokens=flat, proposal=proposal, probs=drawn.probs, unknown=unknown,
+                fixed=fixed, mask_count=tokens_to_mask(sampling.schedule, step, steps, flat.shape[1], maskable.cpu(),
+                                                       start.starting_mask_ratio),
+                choice_temperature=temperatures[step], generators=draws.rules, grid=(h, w), condition=cond,
+                extras=memory, attention=None if captured is None else captured.result())
             selection = rule.select(state)
             flat = torch.where(selection.keep | fixed, proposal, mask_id)
-            if selection.fix is not None:  # persistent picks (FAS LOW group) stay fixed from now on
+            scores = selection.scores
+            if selection.fix is not None:  # e.g. FAS's persistent picks: fixed from now on
                 fixed = fixed | selection.fix.to(fixed.device)
         if callback is not None:
-            callback(StepReport(
-                step=step, steps=steps, tokens=flat.view(b, h, w), proposal=proposal.view(b, h, w),
-                masked=(flat == mask_id).view(b, h, w),
-                scores=None if selection.scores is None else selection.scores.view(b, h, w)))
+            callback(StepReport(step=step, steps=steps, tokens=flat.view(b, h, w), proposal=proposal.view(b, h, w),
+                                masked=(flat == mask_id).view(b, h, w),
+                                scores=None if scores is None else scores.view(b, h, w)))
+        if not (flat == mask_id).any():
+            break
     return flat.view(b, h, w)
 
 
-def sample(model: torch.nn.Module, cond: Conditioning, rule: SelectionRule, **options) -> torch.Tensor:
-    """Run the masked sampling loop (:func:`sample_steps`) and return the final token grid ``[B, h, w]``.
-
-    The text condition is constant during a run, so generators that can (aMUSEd's ``text_cache``) compute
-    their cross-attention keys/values of the text once per run instead of once per step.
-    """
+def sample(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: Sampling, start: LoopStart,
+           draws: Draws, callback: Callable[[StepReport], None] | None = None) -> torch.Tensor:
+    """:func:`run_loop` with the text condition's keys/values computed once per run where the generator can
+    (aMUSEd's ``text_cache``: the condition is constant during a run)."""
     cache = getattr(model, "text_cache", None)
     with cache() if cache is not None else contextlib.nullcontext():
-        return sample_steps(model, cond, rule, **options)
+        return run_loop(model, cond, rule, sampling, start, draws, callback)

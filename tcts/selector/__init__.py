@@ -1,8 +1,5 @@
-"""TCTS: the learned text-conditioned token selector (model + the ``tcts`` sampling rule).
-
-Importing this package registers the ``tcts`` rule in ``tcts.sampling.rules.RULES`` (``tcts.sampling``
-imports it too), so ``make_rule("tcts", selector=load_selector(path, generator))`` works anywhere.
-"""
+"""TCTS: the learned text-conditioned token selector (model + the ``tcts`` sampling rule; the rule is listed
+with every other in ``tcts.sampling.registry``)."""
 from .model import (SelectorConfig, SelectorMismatchError, TokenSelector, check_selector_matches, is_selector_folder,
                     load_selector, parameter_count, save_selector)
 from .rule import TCTS

@@ -21,64 +21,69 @@ selector now distrusts is re-masked and resampled.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..sampling.rules import RULES, Selection, StepState, keep_all_but_lowest, uniform_noise
+from ..options import option, validate
+from ..sampling.rules import RevocableOptions, RevocableRule, Selection, StepState, keep_all_but_lowest, uniform_noise
 from .model import TokenSelector, check_selector_matches
 
 CHOICES = ("topk", "multinomial")
 
 
-class TCTS:
-    """Text-conditioned token selection (revocable) with a trained :class:`TokenSelector`.
+@dataclass(frozen=True)
+class SelectorOptions:
+    """How the learned rule uses its selector (the CLI's ``--selector-*`` flags, the nodes, the rule)."""
 
-    ``guidance`` (w): selector guidance scale, 1 = off. ``noise`` (α): annealed uniform noise on the keep-
-    score. ``choice``: ``topk`` (deterministic given the scores) or ``multinomial``. ``repredict_visible``:
-    as for random-revoke (False copies visible tokens into the proposal, right for aMUSEd/Meissonic).
-    """
+    guidance: float = option(1.0, "selector guidance w: p_null + w*(p_cond - p_null) (1 = off, one selector pass)",
+                             minimum=0.0, maximum=20.0, step=0.1)
+    noise: float = option(0.0, "annealed noise alpha on the keep-score: alpha*(1 - progress)*U(0, 1)",
+                          minimum=0.0, maximum=10.0, step=0.05)
+    choice: str = option("topk", "keep the top-n scores (topk) or draw the kept set by score (multinomial)",
+                         choices=CHOICES)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+class TCTS(RevocableRule):
+    """Text-conditioned token selection (revocable) with a trained :class:`TokenSelector`."""
 
     name = "tcts"
-    revocable = True
-    needs_attention = False
 
-    def __init__(self, selector: TokenSelector, guidance: float = 1.0, noise: float = 0.0, choice: str = "topk",
-                 repredict_visible: bool = False) -> None:
+    def __init__(self, selector: TokenSelector, options: SelectorOptions | None = None,
+                 revocable: RevocableOptions | None = None) -> None:
+        super().__init__(revocable)
         if not isinstance(selector, TokenSelector):
             raise TypeError(f"the tcts sampler needs a TokenSelector (load one with tcts.selector.load_selector); "
                             f"got {type(selector).__name__}")
-        if choice not in CHOICES:
-            raise ValueError(f"selector choice {choice!r} is unknown; expected one of {', '.join(CHOICES)}")
-        for what, value in (("selector guidance", guidance), ("selector noise", noise)):
-            if not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-                raise ValueError(f"{what} must be a finite number, got {value!r}")
-        if noise < 0:
-            raise ValueError(f"selector noise must be >= 0, got {noise!r}")
         self.selector = selector
-        self.guidance = float(guidance)
-        self.noise = float(noise)
-        self.choice = choice
-        self.repredict_visible = repredict_visible
+        self.options = options or SelectorOptions()
+        self._checked: set[tuple[int, int]] = set()
 
     def prob_changed(self, state: StepState) -> torch.Tensor:
         """The (guided) selector's P(changed) ``[B, N]`` for this step's proposal, on the proposal's device."""
         cond = state.condition
         if cond is None:
             raise ValueError("the tcts sampler needs the run's text condition (StepState.condition)")
-        check_selector_matches(self.selector, codebook_size=int(state.probs.shape[-1]),
-                               text_hidden_size=int(cond.hidden_states.shape[-1]))
+        sizes = (int(state.probs.shape[-1]), int(cond.hidden_states.shape[-1]))
+        if sizes not in self._checked:  # once per generator, not every step
+            check_selector_matches(self.selector, codebook_size=sizes[0], text_hidden_size=sizes[1])
+            self._checked.add(sizes)
         b = state.proposal.shape[0]
         device = self.selector.weight_device()
         tokens = state.proposal.reshape(b, *state.grid).to(device)
         text = cond.hidden_states.to(device)
-        q = self.selector.prob_changed(tokens, text, state.progress, guidance=self.guidance)
+        q = self.selector.prob_changed(tokens, text, state.progress, guidance=self.options.guidance)
         return q.reshape(b, -1).to(state.proposal.device)
 
     def select(self, state: StepState) -> Selection:
         scores = 1.0 - self.prob_changed(state)
-        if self.noise > 0:
+        if self.options.noise > 0:
             u = uniform_noise(tuple(scores.shape), state.generators).to(scores.device)
-            scores = scores + self.noise * (1.0 - state.progress) * u
-        if self.choice == "topk":
+            scores = scores + self.options.noise * (1.0 - state.progress) * u
+        if self.options.choice == "topk":
             ranked = torch.where(state.fixed, torch.inf, scores)
             return Selection(keep=keep_all_but_lowest(ranked, state.mask_count), scores=scores)
         return Selection(keep=self.multinomial_keep(scores, state), scores=scores)
@@ -95,6 +100,3 @@ class TCTS:
             if n_keep > 0:
                 keep[row, torch.multinomial(w, n_keep, replacement=False, generator=g)] = True
         return keep.to(scores.device)
-
-
-RULES["tcts"] = TCTS

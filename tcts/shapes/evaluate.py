@@ -6,13 +6,19 @@ for an exported folder. Captions are the fixed held-out evaluation set ``eval_ca
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ..sampling import Conditioning, make_rule, sample
+from ..engine import Job, run
+from ..sampling.registry import make_rule
+from ..sampling.rules import Rule
+from ..sampling.step import Conditioning
+from ..settings import REFERENCE, Sampling
+from ..starts import TextToImage
 from .detector import score
 from .world import sample_scene
 
@@ -30,10 +36,10 @@ def micro_conds(batch: int, size: int = SIZE) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate(gen: torch.nn.Module, encode: Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]],
-             captions: Sequence[str], *, sampler: str = "uniform", steps: int = 12, cfg: float = 3.0,
-             seed: int = 0, batch: int = 50, rule_options: dict | None = None,
-             choice_temperature: tuple[float, float] = (2.0, 0.0)) -> torch.Tensor:
-    """Token grids ``[N, 8, 8]`` for the captions; image ``i`` uses the CPU generator seeded ``seed + i``."""
+             captions: Sequence[str], rule: Rule, sampling: Sampling, *, seed: int = 0, batch: int = 50) -> torch.Tensor:
+    """Token grids ``[N, 8, 8]`` for the captions (64 px, 8 px tokens); image ``i`` uses the CPU generator
+    seeded ``seed + i``; ``sampling`` is completed with the reference defaults."""
+    sampling = Sampling(**{k: v if v is not None else getattr(REFERENCE, k) for k, v in sampling.__dict__.items()})
     out = []
     neg_h, neg_p = encode([""])
     for start in range(0, len(captions), batch):
@@ -41,9 +47,9 @@ def generate(gen: torch.nn.Module, encode: Callable[[Sequence[str]], tuple[torch
         b = len(chunk)
         h, p = encode(chunk)
         cond = Conditioning(h, p, micro_conds(b), neg_h.expand(b, -1, -1), neg_p.expand(b, -1))
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(b)]
-        out.append(sample(gen, cond, make_rule(sampler, **(rule_options or {})), steps=steps, grid=(8, 8),
-                          generators=gens, cfg=cfg, choice_temperature=choice_temperature))
+        job = Job(condition=cond, sampling=sampling, rule=rule, start=TextToImage(SIZE, SIZE),
+                  seed=[seed + start + i for i in range(b)])
+        out.append(run(gen, job, SIZE // 8))
     return torch.cat(out)
 
 
@@ -57,10 +63,22 @@ def decoder_for(codes, vq_folder: Path | None) -> tuple[Callable[[torch.Tensor],
     return codes.decode, "patch-tiles"
 
 
-def evaluate_models(gen, text_model, tokenizer, codes, *, sampler: str = "uniform", n_captions: int = 100,
-                    cfg: float = 3.0, steps: int = 12, seed: int = 0, vq_folder: Path | None = None,
-                    split: str = "heldout") -> dict:
+@dataclass
+class Evaluation:
+    """How :func:`evaluate_models` samples and which captions it scores."""
+
+    sampler: str = "uniform"
+    n_captions: int = 100
+    cfg: float = 3.0
+    steps: int = 12
+    seed: int = 0
+    vq_folder: Path | None = None
+    split: str = "heldout"
+
+
+def evaluate_models(gen, text_model, tokenizer, codes, evaluation: Evaluation) -> dict:
     """Detector metrics of ``gen`` (+ its text encoder) on the fixed evaluation captions."""
+    e = evaluation
     was_training = gen.training, text_model.training
     gen.eval()
     text_model.eval()
@@ -71,11 +89,11 @@ def evaluate_models(gen, text_model, tokenizer, codes, *, sampler: str = "unifor
         return out.hidden_states[-2], out.text_embeds
 
     try:
-        captions = eval_captions(n_captions, split)
-        tokens = generate(gen, encode, captions, sampler=sampler, steps=steps, cfg=cfg, seed=seed)
-        decode, kind = decoder_for(codes, vq_folder)
+        captions = eval_captions(e.n_captions, e.split)
+        tokens = generate(gen, encode, captions, make_rule(e.sampler), Sampling(steps=e.steps, cfg=e.cfg), seed=e.seed)
+        decode, kind = decoder_for(codes, e.vq_folder)
         metrics = score(decode(tokens), captions)
     finally:
         gen.train(was_training[0])
         text_model.train(was_training[1])
-    return {"cfg": cfg, "steps": steps, "decoder": kind, **metrics}
+    return {"cfg": e.cfg, "steps": e.steps, "decoder": kind, **metrics}

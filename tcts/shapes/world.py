@@ -297,10 +297,10 @@ def scene_from_caption(caption: str, seed: int = 0) -> Scene:
             return Scene(objs, background, relation)
 
 
-def scenes(split: str, count: int, seed: int = 0, **kwargs) -> Iterator[Scene]:
-    """``count`` scenes of a split; scene ``i`` is ``sample_scene([seed, i], split)``."""
+def scenes(split: str, count: int, seed: int = 0, n_objects: int | None = None) -> Iterator[Scene]:
+    """``count`` scenes of a split; scene ``i`` is ``sample_scene([seed, i], split, n_objects)``."""
     for i in range(count):
-        yield sample_scene([seed, i], split, **kwargs)
+        yield sample_scene([seed, i], split, n_objects)
 
 
 # --- rendering -----------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def split_line(train, val) -> str:
 
 
 def run_train_selector(args: argparse.Namespace) -> int:
-    from ..cli import model_folder
+    from ..cli_common import model_folder
     from ..pipeline import Pipeline
     from ..selector.model import parameter_count
     from .data import caption_folder

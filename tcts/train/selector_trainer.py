@@ -8,7 +8,7 @@ For each training sample (an image's VQ tokens ``x0`` and its caption):
 2. mask ``x0`` as the sampler's map is masked *before* step ``i``: all tokens for ``i = 0``, otherwise the
    schedule's count after step ``i − 1`` (``tokens_to_mask``), at uniformly random positions;
 3. reconstruct in ONE step with the frozen generator using the *same* guided sampling as inference: the
-   loop's ``guided_logits`` (CFG ``u + cfg·(c − u)`` against the encoded empty prompt, the timestep the loop
+   loop's model step (CFG ``u + cfg·(c − u)`` against the encoded empty prompt, the timestep the loop
    would pass), ``softmax(logits / T)``, one categorical draw per position; visible tokens are kept:
    ``x̂ = where(masked, draw, x0)``;
 4. label ``changed = (x̂ != x0)``; the selector sees ``(x̂, caption, t = (i + 1) / steps)`` — the progress
@@ -46,9 +46,11 @@ import torch.nn.functional as F
 
 from ..atomic import atomic_write
 from ..checkpoints import CheckpointError, read_safetensors
-from ..pipeline import Pipeline, micro_conditions
-from ..sampling.loop import Conditioning, draw_proposal, guided_logits
+from ..engine import micro_conditions
+from ..pipeline import Pipeline
 from ..sampling.schedules import SCHEDULES, tokens_to_mask
+from ..sampling.step import Conditioning, NonFiniteLogitsError, model_step
+from ..settings import Sampling
 from ..selector.model import (
     SelectorConfig,
     TokenSelector,
@@ -143,41 +145,40 @@ def remask_budget(schedule: str, step: int, steps: int, num_tokens: int) -> int:
     return int(tokens_to_mask(schedule, step, steps, num_tokens, torch.tensor([num_tokens]))[0, 0])
 
 
-def condition_rows(cond: Conditioning, rows: Sequence[int]) -> Conditioning:
-    idx = torch.as_tensor(list(rows), dtype=torch.long)
+@dataclass
+class Masked:
+    """Token maps to reconstruct: ``x0`` ``[B, h, w]`` codebook ids, ``masked`` ``[B, h, w]`` bool, the schedule
+    step each row is taken at, the prompt condition and each row's generator."""
 
-    def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[idx.to(t.device)]
-    return Conditioning(pick(cond.hidden_states), pick(cond.pooled), pick(cond.micro_conds),
-                        pick(cond.negative_hidden_states), pick(cond.negative_pooled))
+    x0: torch.Tensor
+    masked: torch.Tensor
+    steps_taken: Sequence[int]
+    cond: Conditioning
+    generators: Sequence[torch.Generator]
 
 
 @torch.no_grad()
-def guidance_reconstruct(generator: torch.nn.Module, x0: torch.Tensor, masked: torch.Tensor, cond: Conditioning,
-                         steps_taken: Sequence[int], generators: Sequence[torch.Generator], *, sampling_steps: int,
-                         cfg: float, temperature: float = 1.0, autocast: bool = False) -> torch.Tensor:
-    """One guided reconstruction of masked token maps with the frozen generator, as the sampling loop draws.
+def guidance_reconstruct(generator: torch.nn.Module, batch: Masked, sampling: Sampling,
+                         autocast: bool = False) -> torch.Tensor:
+    """One guided reconstruction of masked token maps with the frozen generator: the sampling loop's own model
+    step (``tcts.sampling.step.model_step``) with ``sampling.steps``, ``cfg`` and ``temperature``.
 
-    ``x0`` ``[B, h, w]`` codebook ids, ``masked`` ``[B, h, w]`` bool, ``steps_taken[b]`` the schedule step of row
-    b (rows with the same step share one forward; the generator gets the loop's timestep ``steps − 1 − i``).
-    Returns ``x̂ = where(masked, draw, x0)`` with ``draw ~ softmax(guided logits / temperature)``, row b's draw
-    from ``generators[b]``.
-    """
-    mask_id = generator.vocab_size - 1
-    b, h, w = x0.shape
-    inputs = torch.where(masked, mask_id, x0)
+    Rows with the same step share one forward (the generator gets the loop's timestep ``steps − 1 − i``).
+    Returns ``x̂ = where(masked, draw, x0)``, row b's draw from its own generator."""
+    x0, masked = batch.x0, batch.masked
+    inputs = torch.where(masked, generator.mask_token_id, x0)
     proposal = x0.clone()
     device = next(generator.parameters()).device
-    for step in sorted(set(steps_taken)):
-        rows = [k for k, s in enumerate(steps_taken) if s == step]
+    for step in sorted(set(batch.steps_taken)):
+        rows = [k for k, s in enumerate(batch.steps_taken) if s == step]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = guided_logits(generator, inputs[rows].to(device), condition_rows(cond, rows), cfg,
-                                   sampling_steps - 1 - step)
-        logits = logits.float().reshape(len(rows), logits.shape[1], h * w).permute(0, 2, 1)
-        if not torch.isfinite(logits).all():
-            raise FloatingPointError("the generator returned NaN/inf logits during selector training")
-        probs = (logits / temperature).softmax(dim=-1)
-        draws = draw_proposal(probs, [generators[k] for k in rows]).view(len(rows), h, w).to(x0.device)
+            try:
+                drawn = model_step(generator, inputs[rows].to(device), batch.cond.rows(rows), sampling.cfg,
+                                   sampling.steps - 1 - step, sampling.temperature,
+                                   [batch.generators[k] for k in rows], upcast=True)
+            except NonFiniteLogitsError:
+                raise NonFiniteLogitsError("the generator returned NaN/inf logits during selector training") from None
+        draws = drawn.draws.view(len(rows), *x0.shape[1:]).to(x0.device)
         proposal[rows] = torch.where(masked[rows], draws, x0[rows])
     return proposal
 
@@ -252,9 +253,9 @@ class ExampleMaker:
         cond = Conditioning(hidden, pooled, micro_conditions(self.grid[1] * self.pipe.vq_factor,
                                                              self.grid[0] * self.pipe.vq_factor, b),
                             self.negative[0].expand(b, -1, -1), self.negative[1].expand(b, -1))
-        proposal = guidance_reconstruct(self.pipe.transformer, x0, masked, cond, chosen, gens,
-                                        sampling_steps=cfg.sampling_steps, cfg=cfg.cfg,
-                                        temperature=cfg.sampling_temperature, autocast=self.autocast)
+        sampling = Sampling(steps=cfg.sampling_steps, cfg=cfg.cfg, temperature=cfg.sampling_temperature)
+        proposal = guidance_reconstruct(self.pipe.transformer, Masked(x0, masked, chosen, cond, gens), sampling,
+                                        autocast=self.autocast)
         steps_t = torch.tensor(chosen)
         return Batch(tokens=proposal, changed=proposal != x0, masked=masked, text=hidden,
                      drop=torch.tensor(drops, dtype=torch.bool), t=(steps_t + 1).float() / cfg.sampling_steps,

@@ -13,7 +13,10 @@ from typing import Callable, Mapping
 import numpy as np
 from PIL import Image
 
-SAMPLERS = {"TCTSPersistentSampler", "TCTSRevocableSampler", "TCTSFASSampler"}
+SAMPLERS = {"TCTSPersistentSampler", "TCTSRevocableSampler", "TCTSFASSampler", "TCTSCustomSampler"}
+#: rule node -> the CLI's sampler name (FAS: by its inner rule)
+RULE_NODES = {"TCTSRulePurity": "purity", "TCTSRuleUniform": "uniform", "TCTSRuleRandomRevoke": "random-revoke",
+              "TCTSRuleTCTS": "tcts"}
 EDITS = {"TCTSMaskFreeEdit"}
 
 
@@ -98,16 +101,46 @@ def _image(prompt, ref, slot: int) -> str:
     return image["inputs"]["image"]
 
 
+def rule_argv(prompt: Mapping[str, dict], ref, places: Places) -> tuple[str, list[str]]:
+    """(sampler, options) for the chain of rule nodes feeding a custom sampler's ``rule`` input."""
+    node, _ = _source(prompt, ref)
+    inputs, kind = node["inputs"], node["class_type"]
+    argv = ["--repredict-visible"] if inputs.get("repredict_visible") else []
+    if kind == "TCTSRuleFAS":
+        inner, argv = rule_argv(prompt, inputs["inner"], places)
+        fas = dict(inputs)
+        if "options" in inputs:
+            fas.update(_source(prompt, inputs["options"])[0]["inputs"])
+        argv += ["--fas-q", _f(fas["q"])]
+        for name in ("statistic", "cutoff", "regroup", "freeze_after", "low_scorer", "start_frac"):
+            if name in fas:
+                value = fas[name]
+                argv += [f"--fas-{name.replace('_', '-')}", _f(value) if isinstance(value, float) else str(value)]
+        argv += ["--fas-smooth"] * bool(fas.get("smooth")) + ["--fas-invert"] * bool(fas.get("invert"))
+        argv += ["--fas-layers", fas["layers"]] if fas.get("layers") else []
+        return ("fas" if inner == "random-revoke" else f"{inner}-fas"), argv
+    if kind == "TCTSRuleTCTS":
+        argv += _selector(prompt, inputs, places) + [
+            "--selector-guidance", _f(inputs["selector_guidance"]), "--selector-noise", _f(inputs["selector_noise"]),
+            "--selector-choice", inputs["selector_choice"]]
+    return RULE_NODES[kind], argv
+
+
 def generate_argv(prompt: Mapping[str, dict], node_id: str, places: Places) -> list[str]:
     """``generate`` arguments for the sampler node ``node_id`` (without ``--out`` / ``--tokens-out``)."""
     s = prompt[node_id]["inputs"]
-    sampler = s.get("sampler") or ("tcts-fas" if "selector" in s else "fas")
+    rule_options: list[str] = []
+    if prompt[node_id]["class_type"] == "TCTSCustomSampler":
+        sampler, rule_options = rule_argv(prompt, s["rule"], places)
+    else:
+        sampler = s.get("sampler") or ("tcts-fas" if "selector" in s else "fas")
     argv = ["generate", *_model(prompt, s, places), "--prompt", _text(prompt, s, "positive", 0),
             "--negative", _text(prompt, s, "negative", 1), "--sampler", sampler,
             *_setting(prompt, s, "steps", "--steps"), *_setting(prompt, s, "cfg", "--cfg", _f),
             "--seed", str(s["seed"]), "--batch-size", str(s["batch_size"]),
             "--schedule", s["schedule"], "--choice-temperature", _f(s["choice_temperature"]), "0.0",
             "--temperature", _f(s["temperature"])]
+    argv += rule_options
     if s.get("repredict_visible"):
         argv.append("--repredict-visible")
     if prompt[node_id]["class_type"] == "TCTSFASSampler":

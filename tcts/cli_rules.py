@@ -1,0 +1,52 @@
+"""The command line's sampler options, built from the option families (``tcts/options.py``): ``--sampler``,
+``--selector PATH`` with ``--selector-*``, ``--fas-*`` and ``--repredict-visible``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from .options import add_arguments, from_args
+from .sampling.fas_options import FASOptions
+from .sampling.registry import RULES, SAMPLERS, SELECTOR_SAMPLERS, RuleOptions, make_rule
+from .sampling.rules import RevocableOptions, Rule
+from .selector.model import TokenSelector, load_selector
+from .selector.rule import SelectorOptions
+
+
+def add_sampler_argument(p: argparse.ArgumentParser, default: str = "purity") -> None:
+    listed = "; ".join(f"{name}: {RULES[name].summary}" for name in SAMPLERS)
+    p.add_argument("--sampler", default=default, choices=SAMPLERS, help=f"which tokens to keep each step ({listed})")
+
+
+def add_rule_arguments(p: argparse.ArgumentParser) -> None:
+    """The option families of the rules, as ``--selector``, ``--selector-*``, ``--fas-*``, ``--repredict-visible``."""
+    g = p.add_argument_group("TCTS selector (samplers tcts / tcts-fas)")
+    g.add_argument("--selector", type=Path, default=None,
+                   help="trained selector folder (config.json + model.safetensors, e.g. OUT/selector from "
+                        "train-selector; default: none, except for the bundled demo model, whose selector "
+                        "models/shapes-demo-selector is used)")
+    add_arguments(g, SelectorOptions, "selector-")
+    add_arguments(p.add_argument_group("FAS (samplers fas / tcts-fas; see docs/method.md)"), FASOptions, "fas-")
+    add_arguments(p.add_argument_group("revocable samplers"), RevocableOptions, "")
+
+
+def rule_options_from_args(args: argparse.Namespace, selector: TokenSelector | None = None) -> RuleOptions:
+    return RuleOptions(revocable=from_args(args, RevocableOptions, ""),
+                       selector=from_args(args, SelectorOptions, "selector-"),
+                       fas=from_args(args, FASOptions, "fas-"), selector_model=selector)
+
+
+def rule_from_args(args: argparse.Namespace, sampler: str, generator: torch.nn.Module | None = None, *,
+                   dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Rule:
+    """The rule ``sampler`` with the command line's options; loads ``--selector`` when the sampler reads one
+    (checked against ``generator`` when given)."""
+    selector = None
+    if sampler in SELECTOR_SAMPLERS:
+        if args.selector is None:
+            raise ValueError(f"--sampler {sampler} needs --selector PATH (a folder from train-selector)")
+        selector = load_selector(args.selector, generator, dtype=dtype, device=device)
+    elif args.selector is not None:
+        raise ValueError(f"--selector is only used by the {' / '.join(SELECTOR_SAMPLERS)} samplers, not {sampler!r}")
+    return make_rule(sampler, rule_options_from_args(args, selector))

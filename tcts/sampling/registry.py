@@ -1,0 +1,67 @@
+"""Every sampling rule the engine knows, listed explicitly, and how to build one by name.
+
+To add a sampler: write its rule (a :class:`~tcts.sampling.rules.Rule`, with an option family if it has
+options) in one module and add one :class:`RuleEntry` here; the CLI's ``--sampler`` choices, the sampler
+nodes' choices and the benchmark's names come from this list (docs/add-a-sampler.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..selector.model import TokenSelector
+from ..selector.rule import TCTS, SelectorOptions
+from .fas import FAS, FASOptions
+from .rules import Purity, RandomRevoke, RevocableOptions, Rule, Uniform
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    """The options of every family, with their defaults; a rule reads the families it uses."""
+
+    revocable: RevocableOptions = field(default_factory=RevocableOptions)
+    selector: SelectorOptions = field(default_factory=SelectorOptions)
+    fas: FASOptions = field(default_factory=FASOptions)
+    selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
+
+
+def _selector_rule(options: RuleOptions, sampler: str) -> TCTS:
+    if options.selector_model is None:
+        raise ValueError(f"the {sampler} sampler needs a trained selector (load one with "
+                         "tcts.selector.load_selector; on the command line --selector PATH)")
+    return TCTS(options.selector_model, options.selector, options.revocable)
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    name: str
+    kind: str                                   # persistent | revocable | both (FAS)
+    summary: str
+    build: Callable[[RuleOptions], Rule]
+    families: tuple[str, ...] = ()              # the RuleOptions fields the rule reads
+    needs_selector: bool = False
+
+
+ENTRIES = (
+    RuleEntry("purity", "persistent", "MaskGIT/aMUSEd confidence (the reference sampler)", lambda o: Purity()),
+    RuleEntry("uniform", "persistent", "a random order", lambda o: Uniform()),
+    RuleEntry("random-revoke", "revocable", "a random kept set over all positions each step",
+              lambda o: RandomRevoke(o.revocable), ("revocable",)),
+    RuleEntry("tcts", "revocable", "the learned text-conditioned token selector",
+              lambda o: _selector_rule(o, "tcts"), ("revocable", "selector"), needs_selector=True),
+    RuleEntry("fas", "both", "frequency adaptive sampling around random-revoke",
+              lambda o: FAS(RandomRevoke(o.revocable), o.fas), ("revocable", "fas")),
+    RuleEntry("tcts-fas", "both", "frequency adaptive sampling around the learned selector",
+              lambda o: FAS(_selector_rule(o, "tcts-fas"), o.fas), ("revocable", "selector", "fas"),
+              needs_selector=True),
+)
+RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
+SAMPLERS = tuple(sorted(RULES))
+SELECTOR_SAMPLERS = tuple(name for name, entry in RULES.items() if entry.needs_selector)
+
+
+def make_rule(name: str, options: RuleOptions | None = None) -> Rule:
+    """Build a listed rule by name (``purity``, ``uniform``, ``random-revoke``, ``tcts``, ``fas``, …)."""
+    if name not in RULES:
+        raise ValueError(f"sampler {name!r} is unknown; expected one of {', '.join(SAMPLERS)}")
+    return RULES[name].build(options or RuleOptions())
