@@ -7,8 +7,8 @@ follow the nodes' current widget order (required then optional, a seed's ``contr
 value right after it, LoadImage's upload value), socket lists and slot indices follow the nodes' inputs
 and outputs, and an unknown input name, a missing required link or an out-of-range value is an error.
 
-Commands (from the repository root; ComfyUI is the test harness's tree, see ``tests/support/comfyui.py``,
-set up by ``bash scripts/test.sh`` or ``.venv/bin/python -m tests.support.comfyui setup``)::
+Commands (from the repository root; ComfyUI is the test harness's tree, see ``tests/support/comfyui_tree.py``,
+set up by ``bash scripts/test.sh`` or ``.venv/bin/python -m tests.support.comfyui_tree setup``)::
 
     .venv/bin/python scripts/make_workflows.py                # (re)write workflows/*.json
     .venv/bin/python scripts/make_workflows.py --thumbnails   # ... and their template thumbnails (*.jpg)
@@ -626,7 +626,7 @@ def example_image(size: int = EXAMPLE_SIZE):
     from PIL import Image
 
     sys.path.insert(0, str(ROOT))
-    from tcts.shapes.world import render, scene_from_caption
+    from lab.shapes.world import render, scene_from_caption
 
     pixels = render(scene_from_caption(PROMPT, seed=0), size)
     return Image.fromarray((pixels * 255).round().astype(np.uint8), "RGB")

@@ -14,7 +14,7 @@ MODE=${1:-}
 STAMP="$VENV/.tcts-setup-stamp"
 
 files=(requirements.txt)
-[ "$MODE" = "--dev" ] && files+=(requirements-dev.txt tests/support/comfyui.py)
+[ "$MODE" = "--dev" ] && files+=(requirements-dev.txt tests/support/comfyui_tree.py)
 want=$( { echo "$TORCH_SPEC $MODE"; cat "${files[@]}"; } | sha256sum | cut -d' ' -f1)
 
 have_chromium() { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
@@ -54,7 +54,7 @@ fi
 "${PIP[@]}" -c "$constraints" -r requirements.txt
 if [ "$MODE" = "--dev" ]; then
   "${PIP[@]}" -c "$constraints" -r requirements-dev.txt
-  "$VENV/bin/python" -m tests.support.comfyui setup >/dev/null  # ComfyUI 0.3.75 into .cache/ + its requirements
+  "$VENV/bin/python" -m tests.support.comfyui_tree setup >/dev/null  # ComfyUI 0.3.75 into .cache/ + its requirements
   ensure_chromium
 fi
 echo "$want" > "$STAMP"

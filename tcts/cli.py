@@ -7,6 +7,7 @@ itself failed (out of memory, non-finite logits, a file that could not be writte
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -134,16 +135,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_selector_parser(sub)
     from .cli_attention import add_edit_parser
     add_edit_parser(sub)
-    from .bench.shapes_cli import add_bench_parser
-    add_bench_parser(sub)
-    bench = sub.add_parser("bench-speed", add_help=False,
-                           help="time and memory against diffusers' AmusedPipeline (see --help)")
-    bench.set_defaults(func=None)  # forwarded whole to tcts.bench.speed in main()
+    for name, summary in LAB_SUMMARIES.items():  # listed here, run by the lab (main forwards the arguments)
+        sub.add_parser(name, add_help=False, help=f"{summary} (the repository's lab/; see {name} --help)")
     for name, command in sub.choices.items():
-        if name != "bench-speed":
+        if name not in LAB_COMMANDS:
             command.formatter_class = HelpFormatter
             command.epilog = command.epilog or EXIT_STATUS
     return parser
+
+
+#: commands the lab provides (research code beside the pack: benchmarks), by module
+LAB_COMMANDS = {"bench": "lab.bench.shapes_cli", "bench-speed": "lab.bench.speed"}
+LAB_SUMMARIES = {"bench": "sampler benchmark on the shapes world (alignment, FD, P/R, detail, time)",
+                 "bench-speed": "time and memory against diffusers' AmusedPipeline"}
+
+
+def run_lab_command(command: str, argv: list[str]) -> int:
+    """Hand the arguments to the lab's command. The lab lives beside the pack in a clone of the repository;
+    the registry package leaves it out."""
+    try:
+        module = importlib.import_module(LAB_COMMANDS[command])
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("lab"):
+            raise
+        raise UsageError(f"`python -m tcts {command}` runs the repository's lab/ folder, which this installation "
+                         "does not have (the ComfyUI registry package leaves it out); run it from a clone of the "
+                         "repository") from None
+    return module.main(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,10 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["bench-speed"]:
-            from .bench.speed import main as bench_main
-
-            return bench_main(argv[1:])
+        if argv[:1] and argv[0] in LAB_COMMANDS:
+            return run_lab_command(argv[0], argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         return args.func(args)

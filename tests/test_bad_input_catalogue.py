@@ -1,7 +1,8 @@
 """The bad-input catalogue: one row per case, across the library, the CLI and the ComfyUI nodes.
 
 Every row names the input, what is wrong and what is expected, and leaves no partial output file.
-README.md's "Troubleshooting" section lists every row's message (checked below).
+docs/troubleshooting.md lists every row's message (checked below; regenerate its table with
+``python -m tests.test_bad_input_catalogue``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from tcts.checkpoints import load_transformer, load_vq, read_safetensors
 from tcts.cli import main as cli_main
@@ -75,6 +77,36 @@ def meissonic_weights_with_amused_config(ctx: Context):
     shutil.copy(MEISSONIC / "transformer" / "diffusion_pytorch_model.safetensors", folder)
     shutil.copy(AMUSED / "transformer" / "config.json", folder)
     load_transformer(folder)
+
+
+def only_a_pickle_transformer(ctx: Context):
+    folder = ctx.tmp / "transformer"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(AMUSED / "transformer" / "config.json", folder)
+    (folder / "diffusion_pytorch_model.bin").write_bytes(b"x")
+    load_transformer(folder)
+
+
+def unrecognised_state_dict(ctx: Context):
+    path = ctx.tmp / "random.safetensors"
+    save_file({"foo.weight": torch.zeros(2)}, str(path))
+    load_transformer(path)
+
+
+def missing_and_unexpected_keys(ctx: Context):
+    state = read_safetensors(TRANSFORMER)
+    state.pop("mlm_layer.conv1.weight")
+    state["extra.weight"] = torch.zeros(1)
+    folder = ctx.tmp / "transformer"
+    folder.mkdir(exist_ok=True)
+    save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
+    shutil.copy(AMUSED / "transformer" / "config.json", folder)
+    load_transformer(folder)
+
+
+def no_downsampling_width_72(ctx: Context):
+    nodown = Pipeline(load_transformer(AMUSED / "transformer_nodown"), ctx.pipe.vq, ctx.pipe.text_encoder)
+    generate(nodown, "a cat", width=72, height=112, steps=2)
 
 
 def nan_logits(ctx: Context):
@@ -187,6 +219,12 @@ CASES = [
     Case("pickle-pt", "library", "pickle-based checkpoint (.pt)", lambda c: read_safetensors(c.file("m.pt", b"\x80"))),
     Case("pickle-bin", "library", "pickle-based checkpoint (.bin)",
          lambda c: read_safetensors(c.file("m.bin", b"\x80"))),
+    Case("pickle-pth", "library", "pickle-based checkpoint (.pth)",
+         lambda c: read_safetensors(c.file("m.pth", b"\x80"))),
+    Case("only-pickle-weights", "library", "found only pickle files", only_a_pickle_transformer),
+    Case("unrecognised-weights", "library", "unrecognised checkpoint", unrecognised_state_dict),
+    Case("missing-and-unexpected-keys", "library",
+         "missing keys: mlm_layer.conv1.weight; unexpected keys: extra.weight", missing_and_unexpected_keys),
     Case("clip-as-transformer", "library", "holds a CLIP text encoder with projection, but an aMUSEd transformer",
          lambda c: load_transformer(AMUSED / "text_encoder" / "model.safetensors")),
     Case("vq-as-transformer", "library", "holds a VQ-GAN (VQModel), but an aMUSEd transformer",
@@ -200,6 +238,11 @@ CASES = [
     # --- generation settings (library) ----------------------------------------------------------
     Case("width-not-multiple", "library", "width must be a positive multiple of 32 px",
          lambda c: c.generate(width=100)),
+    Case("width-not-multiple-of-16", "library", "width must be a positive multiple of 16 px",
+         no_downsampling_width_72),
+    Case("height-not-multiple", "library", "height must be a positive multiple of 32 px",
+         lambda c: c.generate(height=112)),
+    Case("width-negative", "library", "width must be a positive multiple of 32 px", lambda c: c.generate(width=-32)),
     Case("height-zero", "library", "height must be a positive multiple of 32 px", lambda c: c.generate(height=0)),
     Case("batch-zero", "library", "batch size must be >= 1", lambda c: c.generate(batch_size=0)),
     Case("steps-zero", "library", "steps must be an integer >= 1", lambda c: c.generate(steps=0)),
@@ -280,6 +323,8 @@ def foreign_clip(prompt: dict) -> None:
 NODE_CASES = [
     Case("node-model-name-traversal", "node", "is not among the installed models",
          node_prompt(lambda p: p["1"]["inputs"].update(model_name="../../etc"))),
+    Case("node-model-name-absolute-path", "node", "is not among the installed models",
+         node_prompt(lambda p: p["1"]["inputs"].update(model_name="/etc"))),
     Case("node-width-not-multiple", "node", "width must be a positive multiple of 32 px",
          node_prompt(lambda p: p["3"]["inputs"].update(width=100))),
     Case("node-mask-without-start-tokens", "node", "a mask needs start tokens (VQ Encode the image to inpaint)",
@@ -329,16 +374,16 @@ def test_an_image_with_alpha_is_used_as_rgb(ctx, tmp_path):
 
     ctx.tmp = tmp_path
     rgba = load_image(ctx.image("rgba.png", size=(64, 64), mode="RGBA"))
-    assert rgba.shape == (1, 64, 64, 3)
-    result = ctx.generate(init_image=torch.cat([rgba, torch.ones(1, 64, 64, 1)], dim=-1))
-    assert result.images.shape == (1, 64, 64, 3)
+    rgb = load_image(ctx.image("rgb.png", size=(64, 64), mode="RGB"))
+    assert torch.equal(rgba, rgb)
+    with_alpha = ctx.generate(init_image=torch.cat([rgb, torch.ones(1, 64, 64, 1)], dim=-1))
+    assert torch.equal(with_alpha.tokens, ctx.generate(init_image=rgb).tokens)
 
 
-def test_readme_troubleshooting_lists_every_row():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
-    missing = [c.id for c in CASES + NODE_CASES if f"`{c.id}`" not in section]
-    assert not missing, f"README troubleshooting lacks rows: {missing}"
+def test_the_troubleshooting_page_lists_every_row():
+    page = (ROOT / "docs" / "troubleshooting.md").read_text()
+    missing = [c.id for c in CASES + NODE_CASES if f"`{c.id}`" not in page]
+    assert not missing, f"docs/troubleshooting.md lacks rows: {missing}"
 
 
 def observed_message(case: Case, ctx: Context) -> str:
@@ -351,7 +396,7 @@ def observed_message(case: Case, ctx: Context) -> str:
     return "(no error)"
 
 
-if __name__ == "__main__":  # print the README troubleshooting rows with the messages users see
+if __name__ == "__main__":  # print the docs/troubleshooting.md rows with the messages users see
     import tempfile
 
     for case in CASES:

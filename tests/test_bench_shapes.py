@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tcts.bench.bootstrap import paired_bootstrap
-from tcts.bench.frechet import frechet_distance
-from tcts.bench.manifold import precision_recall
+from lab.bench.bootstrap import paired_bootstrap
+from lab.bench.frechet import frechet_distance
+from lab.bench.manifold import precision_recall
 from tcts.cli import main
-from tcts.shapes.detail import background_hf_energy, hf_ratios
-from tcts.shapes.features import extract_features, load_feature_net, save_feature_net
-from tcts.shapes.world import render_batch, sample_scene
+from lab.shapes.detail import background_hf_energy, hf_ratios
+from lab.shapes.features import extract_features, load_feature_net, save_feature_net
+from lab.shapes.world import render_batch, sample_scene
 
 from .helpers import AMUSED
 
@@ -26,7 +26,7 @@ def real_scenes(n, seed=5):
 
 
 def train_features_script():
-    spec = importlib.util.spec_from_file_location("train_features", ROOT / "scripts" / "shapes" / "train_features.py")
+    spec = importlib.util.spec_from_file_location("train_features", ROOT / "lab" / "scripts" / "train_features.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -199,19 +199,19 @@ def test_train_features_script_writes_a_small_loadable_net(tmp_path):
 
 
 def test_quick_defaults_and_explicit_flags():
-    from tcts.bench.shapes_cli import settings_from_args
-    from tcts.cli import build_parser
+    from lab.bench.shapes_cli import settings_from_args
+    from lab.bench.shapes_cli import build_parser
 
-    quick = settings_from_args(build_parser().parse_args(["bench", "--quick"]))
+    quick = settings_from_args(build_parser().parse_args(["--quick"]))
     assert (quick.captions, quick.seeds, quick.steps) == (16, 1, (8,))
-    full = settings_from_args(build_parser().parse_args(["bench", "--quick", "--captions", "40"]))
+    full = settings_from_args(build_parser().parse_args(["--quick", "--captions", "40"]))
     assert full.captions == 40 and full.samplers == ("purity", "uniform", "random-revoke", "tcts", "tcts-fas")
-    default = settings_from_args(build_parser().parse_args(["bench"]))
+    default = settings_from_args(build_parser().parse_args([]))
     assert (default.captions, default.seeds, default.steps, default.cfg) == (1000, 2, (8, 16, 25), 2.0)
 
 
 def test_large_images_are_area_averaged_to_the_metric_size():
-    from tcts.bench.generation import area_downsample
+    from lab.bench.generation import area_downsample
 
     images = np.random.default_rng(0).random((2, 128, 128, 3)).astype(np.float32)
     small = area_downsample(images, 64)

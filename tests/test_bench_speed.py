@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from tcts.bench import speed
+from lab.bench import speed
 
 from .helpers import AMUSED
 
 ROOT = AMUSED.parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["ours", "ours-sequential", "diffusers"])
 def test_each_implementation_reports_times_and_peak_memory_from_a_child_process(impl):
     if impl == "diffusers":
@@ -44,6 +45,7 @@ def test_unknown_implementation_is_refused():
     assert proc.returncode != 0 and "invalid choice" in proc.stderr
 
 
+@pytest.mark.slow
 def test_compiled_transformer_path_runs_and_counts_compilation_as_load():
     """``--compile`` (meant for GPUs) on the CPU fixture: torch.compile + warm-up happen before the timing."""
     import argparse

@@ -19,6 +19,7 @@ def tcts(*args, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_generate_writes_the_reference_tokens_and_a_png(tmp_path):
     out, tokens = tmp_path / "cat.png", tmp_path / "cat.npy"
     proc = tcts("generate", "--model", AMUSED, "--prompt", "a photo of a red cat", "--height", 128, "--width", 96,
@@ -31,6 +32,7 @@ def test_generate_writes_the_reference_tokens_and_a_png(tmp_path):
     assert "4/4" in proc.stderr  # progress bar on stderr
 
 
+@pytest.mark.slow
 def test_img2img_and_inpaint_from_the_command_line_match_the_reference(tmp_path):
     tcts("generate", "--model", AMUSED, "--prompt", "a photo of a blue bird", "--steps", 4,
          "--init-image", AMUSED / "inputs" / "image_128x96.png", "--strength", 0.5,
@@ -44,6 +46,7 @@ def test_img2img_and_inpaint_from_the_command_line_match_the_reference(tmp_path)
     assert (np.load(tmp_path / "inp.npy") == ref["final_tokens"][0].numpy()).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["uniform", "random-revoke"])
 def test_every_sampler_runs_from_the_command_line_with_a_batch(tmp_path, sampler):
     tcts("generate", "--model", AMUSED, "--prompt", "a red cat", "--sampler", sampler, "--steps", 3,
@@ -53,6 +56,7 @@ def test_every_sampler_runs_from_the_command_line_with_a_batch(tmp_path, sampler
     assert (tmp_path / "x-0.png").exists() and (tmp_path / "x-1.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["purity", "uniform", "random-revoke"])
 def test_tiny_meissonic_runs_every_sampler_from_the_command_line(tmp_path, sampler):
     from .helpers import MEISSONIC
@@ -66,7 +70,7 @@ def test_tiny_meissonic_runs_every_sampler_from_the_command_line(tmp_path, sampl
 def test_every_option_of_every_command_shows_its_default_in_help():
     import argparse
 
-    from tcts.bench.speed import main as bench_speed_main
+    from lab.bench.speed import main as bench_speed_main
     from tcts.cli import build_parser
 
     parser = build_parser()
@@ -88,6 +92,7 @@ def test_every_option_of_every_command_shows_its_default_in_help():
     assert options and all("default" in " ".join(o.split()) for o in options), out.getvalue()
 
 
+@pytest.mark.slow
 def test_the_bundled_model_needs_only_a_prompt_and_says_which_settings_it_brought(tmp_path):
     proc = tcts("generate", "--prompt", "a large red circle left of a small blue triangle on a striped background",
                 "--out", tmp_path / "scene.png", "--tokens-out", tmp_path / "scene.npy")

@@ -120,6 +120,7 @@ def tcts(*args, check=True):
     return proc
 
 
+@pytest.mark.slow
 def test_edit_from_the_command_line_keeps_everything_outside_the_region(tmp_path):
     image = AMUSED / "inputs" / "image_256x256.png"
     out, mask, tokens = tmp_path / "edit.png", tmp_path / "region.png", tmp_path / "edit.npy"
@@ -138,6 +139,7 @@ def test_edit_from_the_command_line_keeps_everything_outside_the_region(tmp_path
     assert Image.open(out).size == (256, 256)
 
 
+@pytest.mark.slow
 def test_edit_and_attention_maps_name_a_missing_word(tmp_path):
     proc = tcts("edit", "--model", AMUSED, "--image", AMUSED / "inputs" / "image_128x96.png", "--source-prompt",
                 SOURCE, "--target-prompt", TARGET, "--word", "dog", "--out", tmp_path / "e.png", check=False)
@@ -147,6 +149,7 @@ def test_edit_and_attention_maps_name_a_missing_word(tmp_path):
     assert not (tmp_path / "e.png").exists()
 
 
+@pytest.mark.slow
 def test_generate_with_fas_writes_the_attention_maps(tmp_path):
     out, maps = tmp_path / "x.png", tmp_path / "maps.png"
     proc = tcts("generate", "--model", AMUSED, "--prompt", "a zebra on grass", "--sampler", "fas", "--fas-q", 0.25,
@@ -163,6 +166,7 @@ def test_generate_with_fas_writes_the_attention_maps(tmp_path):
     assert bad.returncode == 2 and "'horse' is not in the prompt" in bad.stderr and not (tmp_path / "y.png").exists()
 
 
+@pytest.mark.slow
 def test_tcts_fas_from_the_command_line_uses_the_selector_and_fas_options(tmp_path):
     from tcts.selector import SelectorConfig, TokenSelector, save_selector
 

@@ -28,6 +28,7 @@ def selector_root(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tcts", "fas", "tcts-fas"])
 def test_tiny_meissonic_runs_the_learned_and_frequency_samplers_from_the_command_line(tmp_path, selector_root,
                                                                                     sampler):
@@ -43,9 +44,22 @@ def test_tiny_meissonic_runs_the_learned_and_frequency_samplers_from_the_command
     assert tokens.shape == (64, 4) and tokens.max() < 64
 
 
+def engine_tokens(sampler, selector_root=None, **options):
+    """What the engine draws for the node prompts below (same prompt, size, steps, cfg, seed)."""
+    from tcts.pipeline import Pipeline
+    from tcts.selector import load_selector
+    from tests.engine_helpers import generate
+
+    if selector_root is not None:
+        options["selector"] = load_selector(selector_root / "meissonic-tiny-selector")
+    return generate(Pipeline.from_folder(MEISSONIC), "a photo of a red cat", sampler=sampler, steps=3, cfg=9.0,
+                    width=64, height=1024, schedule="cosine", choice_temperature=(2.0, 0.0), sampling_temperature=1.0,
+                    rule_options=options).tokens
+
+
 @pytest.mark.comfyui
 @pytest.mark.parametrize("with_selector", [False, True])
-def test_tiny_meissonic_runs_the_fas_node(comfy, selector_root, with_selector):
+def test_tiny_meissonic_fas_node_draws_what_the_engine_draws(comfy, selector_root, with_selector):
     comfy.add_model_folder("tcts_selectors", selector_root)
     prompt = txt2img(node="TCTSFASSampler", extra=FAS, model="meissonic-tiny", width=64, height=1024, steps=3,
                      cfg=9.0)
@@ -54,11 +68,12 @@ def test_tiny_meissonic_runs_the_fas_node(comfy, selector_root, with_selector):
         prompt["6"] = {"class_type": "TCTSLoadSelector",
                        "inputs": {"selector_name": "meissonic-tiny-selector", "dtype": "auto"}}
         prompt["3"]["inputs"]["selector"] = ["6", 0]
-    assert comfy.run(prompt).output("4", 0).shape == (1, 1024, 64, 3)
+    expected = engine_tokens("tcts-fas" if with_selector else "fas", selector_root if with_selector else None, **FAS)
+    assert torch.equal(comfy.run(prompt).output("3", 0).tokens, expected)
 
 
 @pytest.mark.comfyui
-def test_tiny_meissonic_runs_the_tcts_node(comfy, selector_root):
+def test_tiny_meissonic_tcts_node_draws_what_the_engine_draws(comfy, selector_root):
     comfy.add_model_folder("tcts_selectors", selector_root)
     prompt = txt2img(node="TCTSSelectorSampler", model="meissonic-tiny", width=64, height=1024, steps=3, cfg=9.0,
                      extra={"selector": ["6", 0], "selector_guidance": 1.0, "selector_noise": 0.0,
@@ -66,4 +81,4 @@ def test_tiny_meissonic_runs_the_tcts_node(comfy, selector_root):
     del prompt["3"]["inputs"]["sampler"]
     prompt["6"] = {"class_type": "TCTSLoadSelector",
                    "inputs": {"selector_name": "meissonic-tiny-selector", "dtype": "auto"}}
-    assert comfy.run(prompt).output("4", 0).shape == (1, 1024, 64, 3)
+    assert torch.equal(comfy.run(prompt).output("3", 0).tokens, engine_tokens("tcts", selector_root))

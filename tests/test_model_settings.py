@@ -73,6 +73,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+@pytest.mark.slow
 def test_the_cli_uses_the_folders_values_says_so_and_warns_once_about_an_untrained_size(declared, tmp_path):
     code, err = run_cli(["generate", "--model", str(declared), "--prompt", "a red cat", "--out",
                          str(tmp_path / "a.png"), "--tokens-out", str(tmp_path / "a.npy")])

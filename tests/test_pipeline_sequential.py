@@ -34,6 +34,7 @@ def test_sequential_pipeline_matches_the_loaded_one_and_frees_each_component(fol
     assert _held(seq) == []
 
 
+@pytest.mark.slow
 def test_sequential_img2img_and_inpaint_match():
     eager = Pipeline.from_folder(AMUSED)
     seq = Pipeline.from_folder(AMUSED, sequential=True)

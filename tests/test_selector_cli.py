@@ -49,6 +49,7 @@ def single(dataset, tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow
 def test_train_selector_writes_a_selector_a_checkpoint_and_logs(single):
     out, proc = single
     assert proc.stdout.strip().endswith(str(out / "selector"))
@@ -63,6 +64,7 @@ def test_train_selector_writes_a_selector_a_checkpoint_and_logs(single):
     assert (config["codebook_size"], config["text_hidden_size"], config["num_layers"]) == (64, 16, 1)
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_train_the_same_selector_as_one_with_the_same_global_batch(dataset, single, tmp_path):
     out, _ = single
     ddp = tmp_path / "ddp"
@@ -77,6 +79,7 @@ def test_two_ddp_processes_train_the_same_selector_as_one_with_the_same_global_b
     assert any(float(v.abs().max()) > 0 for k, v in start.items() if k.startswith("optim."))
 
 
+@pytest.mark.slow
 def test_generate_samples_with_the_trained_selector(single, tmp_path):
     out, _ = single
     run("generate", "--model", AMUSED, "--prompt", "a red square", "--sampler", "tcts", "--selector", out / "selector",
@@ -94,6 +97,7 @@ def test_generate_samples_with_the_trained_selector(single, tmp_path):
      "reads text states of width 16 but the generator's text encoder gives width 32"),
     (["--selector", "{root}/nowhere"], "does not exist"),
 ])
+@pytest.mark.slow
 def test_generate_with_tcts_names_what_is_wrong(single, tmp_path, args, message):
     out, _ = single
     args = [str(a).format(selector=out / "selector", root=tmp_path) for a in args]

@@ -6,13 +6,13 @@ the developers had: a markdown file that is not in the repository, its numbered 
 folder itself.
 
 What is read: README.md, BENCHMARKS.md, docs/*.md, web/docs/*.md, tests/fixtures/README.md, the root
-``__init__.py``, every ``*.py`` under tcts/, nodes/, scripts/, tests/ and benchmarks/, and the ``--help``
+``__init__.py``, every ``*.py`` under tcts/, nodes/, scripts/, tests/ and lab/, and the ``--help``
 of every ``python -m tcts`` command. What counts as a reference:
 
 * any markdown file named: it must exist relative to the repository root, to the citing file's folder or
   to docs/;
 * any path-like token that starts with a top-level folder of the repository (``docs/``, ``scripts/``,
-  ``tests/``, ``tcts/``, ``nodes/``, ``workflows/``, ``models/``, ``web/``, ``benchmarks/``): it must exist
+  ``tests/``, ``tcts/``, ``nodes/``, ``workflows/``, ``models/``, ``web/``, ``lab/``): it must exist
   (a glob must match something; a template such as ``models/<key>`` must have an existing fixed part);
 * a section of a document, cited by heading (``docs/method.md, FAS``), by number (with a section sign or
   the word "section": ``tests/fixtures/README.md section 3.3``) or by a markdown link's anchor: the
@@ -35,14 +35,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TOP_LEVEL = ("docs", "scripts", "tests", "tcts", "nodes", "workflows", "models", "web", "benchmarks")
+TOP_LEVEL = ("docs", "scripts", "tests", "tcts", "nodes", "workflows", "models", "web", "lab")
 
 #: markdown files the code *writes* (reports), named in its help and docstrings; not documents it cites
 WRITTEN_MARKDOWN = {
     "results.md": "written by `python -m tcts bench` into its --out folder",
     "speed.md": "written by `python -m tcts bench-speed` into its --out folder",
-    "selector_step.md": "written by benchmarks/selector_step.py (--out)",
-    "first_contact.md": "written by scripts/shapes/first_contact.py into its --out folder",
+    "selector_step.md": "written by lab/selector_step.py (--out)",
+    "first_contact.md": "written by lab/scripts/first_contact.py into its --out folder",
 }
 
 #: ComfyUI's own model folders (``ComfyUI/models/<name>``) that the pack's loaders and docs name
@@ -66,7 +66,7 @@ NOTES_PHRASES = re.compile(r"shared\s*/\s*docs|shared\s+(?:docs|notes)|shapes[-]
 def scanned_files() -> list[Path]:
     files = [ROOT / "README.md", ROOT / "BENCHMARKS.md", ROOT / "__init__.py", ROOT / "tests" / "fixtures" / "README.md"]
     files += sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "web" / "docs").glob("*.md"))
-    for folder in ("tcts", "nodes", "scripts", "tests", "benchmarks"):
+    for folder in ("tcts", "nodes", "scripts", "tests", "lab"):
         files += sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
     return [f for f in files if f.is_file()]
 
@@ -74,7 +74,7 @@ def scanned_files() -> list[Path]:
 def help_texts(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """``--help`` of ``python -m tcts`` and of every subcommand, unwrapped (a very wide terminal)."""
     monkeypatch.setenv("COLUMNS", "10000")
-    from tcts.bench import speed
+    from lab.bench import speed
     from tcts.cli import build_parser
 
     parser = build_parser()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tcts.shapes.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from lab.shapes.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 from tests.engine_helpers import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,10 +58,10 @@ def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
 
     from tcts.models.uvit import UVit2DTransformer
     from tcts.models.vq import VQModel
-    sys.path.insert(0, str(ROOT / "scripts" / "shapes"))
+    sys.path.insert(0, str(ROOT / "lab" / "scripts"))
     from train_generator import GeneratorSize, generator_config
 
-    from tcts.shapes.text import build_tokenizer_files, text_encoder_config
+    from lab.shapes.text import build_tokenizer_files, text_encoder_config
 
     run = tmp_path / "gen"
     vocab = build_tokenizer_files(run / "tokenizer")
@@ -83,10 +83,11 @@ def _tiny_run(tmp_path: Path) -> tuple[Path, Path]:
     return run, vq_dir
 
 
+@pytest.mark.slow
 def test_export_writes_a_loadable_diffusers_folder(tmp_path):
     run, vq_dir = _tiny_run(tmp_path)
     out = tmp_path / "shapes-demo"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "shapes" / "export.py"), "--gen", str(run),
+    proc = subprocess.run([sys.executable, str(ROOT / "lab" / "scripts" / "export.py"), "--gen", str(run),
                            "--vq", str(vq_dir), "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     index = json.loads((out / "model_index.json").read_text())
@@ -103,10 +104,11 @@ def test_export_writes_a_loadable_diffusers_folder(tmp_path):
     assert pipe.default_size == 64 and pipe.transformer.codebook_size == 64
 
 
+@pytest.mark.slow
 def test_selector_recipe_trains_a_selector_that_matches_the_exported_generator(tmp_path):
     run, vq_dir = _tiny_run(tmp_path)
     model = tmp_path / "shapes-demo"
-    script = ROOT / "scripts" / "shapes"
+    script = ROOT / "lab" / "scripts"
     proc = subprocess.run([sys.executable, str(script / "export.py"), "--gen", str(run), "--vq", str(vq_dir),
                            "--out", str(model)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -159,6 +161,7 @@ def test_shipped_demo_loads_with_diffusers_amused_pipeline():
     assert out.images.shape == (1, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_readme_main_command_draws_its_held_out_caption_offline(tmp_path):
     """The README's first command, run as written (bundled model and selector, no network): the picture
     shows the caption's objects with their colours on the right background (the detector reads it)."""
@@ -167,8 +170,8 @@ def test_readme_main_command_draws_its_held_out_caption_offline(tmp_path):
 
     from PIL import Image
 
-    from tcts.shapes import detector
-    from tcts.shapes.world import parse_caption
+    from lab.shapes import detector
+    from lab.shapes.world import parse_caption
 
     if not (DEMO / "model_index.json").is_file() or not (ROOT / "models" / "shapes-demo-selector").is_dir():
         pytest.skip("models/shapes-demo (+ selector) not exported yet")
@@ -192,14 +195,14 @@ def test_readme_main_command_draws_its_held_out_caption_offline(tmp_path):
 def _selector_labels_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("selector_labels", ROOT / "scripts" / "shapes" / "selector_labels.py")
+    spec = importlib.util.spec_from_file_location("selector_labels", ROOT / "lab" / "scripts" / "selector_labels.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_selector_label_study_marks_object_tiles_and_background_cells():
-    from tcts.shapes.world import GRID, scene_from_caption
+    from lab.shapes.world import GRID, scene_from_caption
 
     study = _selector_labels_script()
     scene = scene_from_caption("a large red circle left of a small blue triangle on a noisy background")

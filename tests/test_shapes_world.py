@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tcts.shapes import detector
-from tcts.shapes.world import (BACKGROUNDS, COLOURS, GRID, HELDOUT_BACKGROUNDS, HELDOUT_COLOUR_PAIRS, HELDOUT_RELATIONS,
+from lab.shapes import detector
+from lab.shapes.world import (BACKGROUNDS, COLOURS, GRID, HELDOUT_BACKGROUNDS, HELDOUT_COLOUR_PAIRS, HELDOUT_RELATIONS,
                                SHAPES, SIZES, layout, parse_caption, render, render_batch, sample_scene, scenes)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +67,7 @@ def test_layout_is_a_function_of_the_caption():
 
 def test_object_tiles_do_not_depend_on_the_background():
     """An object's tile (dark plate + inset shape) is the same pixels on every background."""
-    from tcts.shapes.world import Background, Scene
+    from lab.shapes.world import Background, Scene
 
     obj = sample_scene([1, 0], "any", n_objects=1).objects[0]
     c = 64 // GRID
@@ -150,9 +150,10 @@ def test_detector_sees_every_attribute_value():
                 assert (an.objects[0].shape, an.objects[0].size, an.background) == (shape, size, bg), s.caption
 
 
+@pytest.mark.slow
 def test_detector_on_tokenized_renders():
     """A small patch alphabet (k-means, fitted here in seconds) keeps the detector near its ceiling."""
-    from tcts.shapes.patchcodes import PatchCodebook
+    from lab.shapes.patchcodes import PatchCodebook
 
     fit = render_batch(list(scenes("any", 800, seed=30)))
     book = PatchCodebook.fit(fit, size=1024, dim=32, iters=8, log=lambda m: None)
@@ -187,7 +188,7 @@ def test_detector_on_vq_reconstructed_renders():
 def test_world_tokenizer_matches_clip_tokenizer(tmp_path):
     from transformers import CLIPTokenizer
 
-    from tcts.shapes.text import WordTokenizer, build_tokenizer_files
+    from lab.shapes.text import WordTokenizer, build_tokenizer_files
 
     vocab = build_tokenizer_files(tmp_path)
     assert vocab["<|endoftext|>"] == max(vocab.values()) and vocab["<|startoftext|>"] == len(vocab) - 2

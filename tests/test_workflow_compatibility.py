@@ -59,6 +59,7 @@ def run_workflows(comfy, ancestors) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_a_workflow_saved_before_gives_the_same_tokens(path, comfyui, pack):
     expected = np.load(TOKENS)

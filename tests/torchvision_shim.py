@@ -2,7 +2,7 @@
 fails beside the CPU torch used here (``operator torchvision::nms does not exist``). ComfyUI and
 transformers import torchvision, so before that happens we define the op schemas torchvision registers
 fake kernels for. Users with a matching torch/torchvision pair never need this.
-``python -m tests.support.comfyui setup`` copies this module into the test venv with a ``.pth`` import
+``python -m tests.support.comfyui_tree setup`` copies this module into the test venv with a ``.pth`` import
 hook, only when torchvision fails to import on its own, so every process (pytest, the CLI, the ComfyUI
 server) gets it.
 """
