@@ -12,6 +12,7 @@ from typing import Callable
 from ..selector.model import TokenSelector
 from ..selector.rule import TCTS, SelectorOptions
 from .fas import FAS, FASOptions
+from .halton import Halton, HaltonOptions
 from .rules import Purity, RandomRevoke, RevocableOptions, Rule, Uniform
 
 
@@ -22,6 +23,7 @@ class RuleOptions:
     revocable: RevocableOptions = field(default_factory=RevocableOptions)
     selector: SelectorOptions = field(default_factory=SelectorOptions)
     fas: FASOptions = field(default_factory=FASOptions)
+    halton: HaltonOptions = field(default_factory=HaltonOptions)
     selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
 
 
@@ -54,6 +56,8 @@ ENTRIES = (
     RuleEntry("tcts-fas", "both", "frequency adaptive sampling around the learned selector",
               lambda o: FAS(_selector_rule(o, "tcts-fas"), o.fas), ("revocable", "selector", "fas"),
               needs_selector=True),
+    RuleEntry("halton", "persistent", "a fixed low-discrepancy spatial order (Halton sequence; Besnier et al. 2025)",
+              lambda o: Halton(o.halton), ("halton",)),
 )
 RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
 SAMPLERS = tuple(sorted(RULES))
@@ -61,7 +65,7 @@ SELECTOR_SAMPLERS = tuple(name for name, entry in RULES.items() if entry.needs_s
 
 
 def make_rule(name: str, options: RuleOptions | None = None) -> Rule:
-    """Build a listed rule by name (``purity``, ``uniform``, ``random-revoke``, ``tcts``, ``fas``, …)."""
+    """Build a listed rule by name (``purity``, ``uniform``, ``random-revoke``, ``tcts``, ``fas``, ``halton``, …)."""
     if name not in RULES:
         raise ValueError(f"sampler {name!r} is unknown; expected one of {', '.join(SAMPLERS)}")
     return RULES[name].build(options or RuleOptions())

