@@ -11,6 +11,7 @@ import torch
 from .options import add_arguments, from_args
 from .sampling.fas_options import FASOptions
 from .sampling.halton import HaltonOptions
+from .sampling.remdm import ReMDMOptions
 from .sampling.registry import RULES, SAMPLERS, SELECTOR_SAMPLERS, RuleOptions, make_rule
 from .sampling.rules import RevocableOptions, Rule
 from .selector.model import TokenSelector, load_selector
@@ -20,6 +21,7 @@ from .selector.rule import SelectorOptions
 #: the option families of the samplers added after the paper: (RuleOptions field, family, flag prefix, group)
 FAMILIES = (
     ("halton", HaltonOptions, "halton-", "Halton (sampler halton)"),
+    ("remdm", ReMDMOptions, "remdm-", "ReMDM (samplers remdm / fas-remdm)"),
 )
 
 

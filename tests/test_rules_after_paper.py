@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from tcts.engine import make_generators
+from tcts.sampling.fas import FAS
 from tcts.sampling.halton import Halton, HaltonOptions, halton_order, halton_points_needed
 from tcts.sampling.registry import RULES, RuleOptions, make_rule
+from tcts.sampling.remdm import ReMDM, ReMDMOptions
 from tcts.sampling.rules import Purity, Rule, StepState
 from tcts.sampling.schedules import tokens_to_mask
 from tcts.sampling.step import Conditioning
@@ -103,9 +105,75 @@ def test_halton_roll_shifts_each_images_order_by_its_seed(model, cond):
     assert torch.equal(both[1], single[0])
 
 
+# --- ReMDM --------------------------------------------------------------------------------------------------
+
+def expected_remask(variant: str, eta: float, step: int, steps: int, decoded: int, masked_after: int,
+                    t_on: float = 0.55, t_off: float = 0.05) -> int:
+    """R = round(sigma * D), sigma from the variant (docs/method.md, ReMDM), written out independently:
+    sigma_max * D = min(D, m)."""
+    most = min(decoded, masked_after)
+    t = 1 - step / steps
+    rate = {"cap": min(eta * decoded, most), "rescale": eta * most,
+            "loop": min(eta * decoded, most) if t_off < t <= t_on else 0.0}[variant]
+    return round(rate)
+
+
+@pytest.mark.parametrize("variant,eta", [("cap", 0.05), ("cap", 0.3), ("rescale", 0.5), ("loop", 0.2)])
+def test_remdm_remasks_only_decoded_tokens_at_the_scheduled_rate(model, cond, variant, eta):
+    steps = 10
+    rule = Recorder(ReMDM(ReMDMOptions(variant=variant, eta=eta)))
+    final, states, _ = run(model, cond, rule, steps=steps)
+    masks = [torch.ones(1, 8, 8, dtype=torch.bool)] + [s == MASK for s in states]
+    remasked_total = 0
+    for step, record in enumerate(rule.steps):
+        before, after = masks[step], masks[step + 1]
+        decoded = int((~before).sum())
+        m = int(tokens_to_mask("cosine", step, steps, 64, torch.tensor([64])).item())
+        assert int(after.sum()) == m  # the schedule's count, as every rule
+        remasked = ~before & after
+        assert int(remasked.sum()) == expected_remask(variant, eta, step, steps, decoded, m), step
+        kept = ~before & ~after
+        assert torch.equal(states[step][kept], (states[step - 1] if step else states[step])[kept])
+        remasked_total += int(remasked.sum())
+    assert remasked_total > 0 and (final != MASK).all()
+
+
+def test_remdm_remasks_the_least_probable_decoded_tokens_or_random_ones():
+    n, k = 12, 5
+    probs = torch.full((1, n, k), 0.01)
+    tokens = torch.tensor([[MASK] * 4 + [0, 1, 2, 3, 0, 1, 2, 3]])
+    proposal = torch.where(tokens == MASK, 4, tokens)
+    for i, p in enumerate([0.5, 0.5, 0.5, 0.5, 0.9, 0.2, 0.8, 0.1, 0.7, 0.3, 0.95, 0.6]):
+        probs[0, i, proposal[0, i]] = p
+    state = StepState(step=2, steps=4, tokens=tokens, proposal=proposal, probs=probs, unknown=tokens == MASK,
+                      fixed=torch.zeros(1, n, dtype=torch.bool), mask_count=torch.tensor([[4.0]]),
+                      choice_temperature=torch.tensor(0.0), generators=make_generators(0, 1), grid=(3, 4))
+    keep = ReMDM(ReMDMOptions(eta=0.25)).select(state).keep[0]  # sigma = min(0.25, 4/8): R = 2 of D = 8
+    assert (~keep[4:]).nonzero()[:, 0].add(4).tolist() == [5, 7]  # probabilities 0.2 and 0.1
+    assert int(keep[:4].sum()) == 2  # 4 masked - 4 + R new tokens kept
+    random = ReMDM(ReMDMOptions(eta=0.25, choice="random")).select(state).keep[0]
+    assert int((~random[4:]).sum()) == 2 and int(random[:4].sum()) == 2
+
+
+def test_remdm_is_revocable_and_fas_wraps_it(model, cond):
+    assert make_rule("remdm").revocable and RULES["remdm"].kind == "revocable"
+    rule = make_rule("fas-remdm", RuleOptions(remdm=ReMDMOptions(eta=0.3)))
+    assert isinstance(rule, FAS) and isinstance(rule.inner, ReMDM) and rule.name == "fas-remdm"
+    final, states, _ = run(model, cond, rule)
+    assert [int((s == MASK).sum()) for s in states] == SCHEDULE_8
+    assert (final != MASK).all()
+
+
+def test_remdm_options_are_checked():
+    with pytest.raises(ValueError, match="ReMDMOptions.variant 'fast' is unknown"):
+        ReMDMOptions(variant="fast")
+    with pytest.raises(ValueError, match="t_off"):
+        ReMDMOptions(t_on=0.2, t_off=0.5)
+
+
 # --- all of them --------------------------------------------------------------------------------------------
 
-NEW = ["halton"]
+NEW = ["halton", "remdm", "fas-remdm"]
 
 
 @pytest.mark.parametrize("sampler", NEW)

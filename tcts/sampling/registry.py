@@ -13,6 +13,7 @@ from ..selector.model import TokenSelector
 from ..selector.rule import TCTS, SelectorOptions
 from .fas import FAS, FASOptions
 from .halton import Halton, HaltonOptions
+from .remdm import ReMDM, ReMDMOptions
 from .rules import Purity, RandomRevoke, RevocableOptions, Rule, Uniform
 
 
@@ -24,6 +25,7 @@ class RuleOptions:
     selector: SelectorOptions = field(default_factory=SelectorOptions)
     fas: FASOptions = field(default_factory=FASOptions)
     halton: HaltonOptions = field(default_factory=HaltonOptions)
+    remdm: ReMDMOptions = field(default_factory=ReMDMOptions)
     selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
 
 
@@ -58,6 +60,10 @@ ENTRIES = (
               needs_selector=True),
     RuleEntry("halton", "persistent", "a fixed low-discrepancy spatial order (Halton sequence; Besnier et al. 2025)",
               lambda o: Halton(o.halton), ("halton",)),
+    RuleEntry("remdm", "revocable", "re-mask decoded tokens at a scheduled rate (ReMDM; Wang et al. 2025)",
+              lambda o: ReMDM(o.remdm, o.revocable), ("revocable", "remdm")),
+    RuleEntry("fas-remdm", "both", "frequency adaptive sampling around remdm",
+              lambda o: FAS(ReMDM(o.remdm, o.revocable), o.fas), ("revocable", "remdm", "fas")),
 )
 RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
 SAMPLERS = tuple(sorted(RULES))
