@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .options import add_arguments, from_args
+from .sampling.entropy_bounded import EntropyBoundedOptions
 from .sampling.fas_options import FASOptions
 from .sampling.halton import HaltonOptions
 from .sampling.remdm import ReMDMOptions
@@ -22,6 +23,7 @@ from .selector.rule import SelectorOptions
 FAMILIES = (
     ("halton", HaltonOptions, "halton-", "Halton (sampler halton)"),
     ("remdm", ReMDMOptions, "remdm-", "ReMDM (samplers remdm / fas-remdm)"),
+    ("entropy_bounded", EntropyBoundedOptions, "eb-", "entropy-bounded (sampler entropy-bounded)"),
 )
 
 

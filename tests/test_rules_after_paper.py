@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tcts.engine import make_generators
+from tcts.sampling.entropy_bounded import EntropyBounded, EntropyBoundedOptions, entropy_and_proxy, entropy_bounded_count
 from tcts.sampling.fas import FAS
 from tcts.sampling.halton import Halton, HaltonOptions, halton_order, halton_points_needed
 from tcts.sampling.registry import RULES, RuleOptions, make_rule
@@ -171,9 +172,52 @@ def test_remdm_options_are_checked():
         ReMDMOptions(t_on=0.2, t_off=0.5)
 
 
+# --- entropy-bounded ----------------------------------------------------------------------------------------
+
+def test_the_entropy_budget_takes_the_longest_prefix_and_at_least_one():
+    entropy = torch.tensor([[3.0, 0.1, 0.5, 0.2, 9.0]])
+    candidates = torch.tensor([[True, True, True, True, False]])
+    count, ranks = entropy_bounded_count(entropy, entropy, candidates, 0.35)
+    assert count.tolist() == [3]  # 0.1, 0.2, 0.5: 0.8 - 0.5 = 0.3; with 3.0: 3.8 - 3.0 = 0.8 > 0.35
+    assert ranks[0, :4].tolist() == [3, 0, 2, 1]
+    assert entropy_bounded_count(entropy, entropy, candidates, 0.0)[0].tolist() == [1]
+    probs = torch.tensor([[[0.5, 0.5, 0.0], [0.9, 0.05, 0.05], [0.6, 0.4, 0.0]]])
+    h, conf = entropy_and_proxy(probs, "confidence")
+    assert torch.allclose(h[0, 0], torch.tensor(math.log(2))) and conf.argmin().item() == 1
+    _, margin = entropy_and_proxy(probs, "margin")
+    assert margin[0].tolist() == pytest.approx([0.0, -0.85, -0.2])
+
+
+def test_entropy_bounded_adapts_its_count_within_the_budget_and_ends_early(model, cond):
+    for gamma in (8.0, 20.0):
+        rule = Recorder(EntropyBounded(EntropyBoundedOptions(gamma=gamma)))
+        final, states, _ = run(model, cond, rule, steps=8)
+        assert (final != MASK).all() and revocations(states) == 0
+        counts, above = [], False
+        for record in rule.steps:
+            unknown = record["unknown"][0]
+            committed = record["keep"][0] & unknown
+            c, u = int(committed.sum()), int(unknown.sum())
+            scheduled = u - int(record["mask_count"].item())
+            entropy, _ = entropy_and_proxy(record["probs"], "entropy")
+            ordered = entropy[0][unknown].sort().values
+            assert torch.equal(entropy[0][committed].sort().values, ordered[:c])  # the most certain first
+            eb = max(k for k in range(1, u + 1) if k == 1 or float(ordered[:k].sum() - ordered[:k].max()) <= gamma)
+            assert c == min(max(eb, scheduled), u)  # the budget's count, never below the schedule's
+            counts.append(c)
+            above |= c > scheduled
+        assert above and len(set(counts)) > 2  # the count adapts, and exceeds the schedule's
+        assert len(states) < 8 if gamma == 20.0 else len(states) == 8  # a large budget ends the run early
+
+
+def test_entropy_bounded_never_takes_more_passes_than_steps(model, cond):
+    _, states, _ = run(model, cond, EntropyBounded(EntropyBoundedOptions(gamma=0.0)), steps=8)
+    assert [int((s == MASK).sum()) for s in states] == SCHEDULE_8  # gamma 0: one token, the schedule wins
+
+
 # --- all of them --------------------------------------------------------------------------------------------
 
-NEW = ["halton", "remdm", "fas-remdm"]
+NEW = ["halton", "remdm", "fas-remdm", "entropy-bounded"]
 
 
 @pytest.mark.parametrize("sampler", NEW)

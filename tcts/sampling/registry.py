@@ -11,6 +11,7 @@ from typing import Callable
 
 from ..selector.model import TokenSelector
 from ..selector.rule import TCTS, SelectorOptions
+from .entropy_bounded import EntropyBounded, EntropyBoundedOptions
 from .fas import FAS, FASOptions
 from .halton import Halton, HaltonOptions
 from .remdm import ReMDM, ReMDMOptions
@@ -26,6 +27,7 @@ class RuleOptions:
     fas: FASOptions = field(default_factory=FASOptions)
     halton: HaltonOptions = field(default_factory=HaltonOptions)
     remdm: ReMDMOptions = field(default_factory=ReMDMOptions)
+    entropy_bounded: EntropyBoundedOptions = field(default_factory=EntropyBoundedOptions)
     selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
 
 
@@ -64,6 +66,9 @@ ENTRIES = (
               lambda o: ReMDM(o.remdm, o.revocable), ("revocable", "remdm")),
     RuleEntry("fas-remdm", "both", "frequency adaptive sampling around remdm",
               lambda o: FAS(ReMDM(o.remdm, o.revocable), o.fas), ("revocable", "remdm", "fas")),
+    RuleEntry("entropy-bounded", "persistent", "as many tokens per step as an entropy budget allows, never fewer "
+              "than the schedule (EB-sampler; Ben-Hamu et al. 2025)", lambda o: EntropyBounded(o.entropy_bounded),
+              ("entropy_bounded",)),
 )
 RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
 SAMPLERS = tuple(sorted(RULES))
