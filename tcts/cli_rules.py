@@ -12,6 +12,7 @@ from .options import add_arguments, from_args
 from .sampling.entropy_bounded import EntropyBoundedOptions
 from .sampling.fas_options import FASOptions
 from .sampling.halton import HaltonOptions
+from .sampling.noise_regularized import NoiseRegularizedOptions
 from .sampling.remdm import ReMDMOptions
 from .sampling.registry import RULES, SAMPLERS, SELECTOR_SAMPLERS, RuleOptions, make_rule
 from .sampling.rules import RevocableOptions, Rule
@@ -24,6 +25,7 @@ FAMILIES = (
     ("halton", HaltonOptions, "halton-", "Halton (sampler halton)"),
     ("remdm", ReMDMOptions, "remdm-", "ReMDM (samplers remdm / fas-remdm)"),
     ("entropy_bounded", EntropyBoundedOptions, "eb-", "entropy-bounded (sampler entropy-bounded)"),
+    ("noise_regularized", NoiseRegularizedOptions, "", "noise regularisation (sampler noise-regularized)"),
 )
 
 

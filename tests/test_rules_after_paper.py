@@ -11,6 +11,7 @@ from tcts.engine import make_generators
 from tcts.sampling.entropy_bounded import EntropyBounded, EntropyBoundedOptions, entropy_and_proxy, entropy_bounded_count
 from tcts.sampling.fas import FAS
 from tcts.sampling.halton import Halton, HaltonOptions, halton_order, halton_points_needed
+from tcts.sampling.noise_regularized import NoiseRegularized, NoiseRegularizedOptions, noise_level
 from tcts.sampling.registry import RULES, RuleOptions, make_rule
 from tcts.sampling.remdm import ReMDM, ReMDMOptions
 from tcts.sampling.rules import Purity, Rule, StepState
@@ -215,9 +216,34 @@ def test_entropy_bounded_never_takes_more_passes_than_steps(model, cond):
     assert [int((s == MASK).sum()) for s in states] == SCHEDULE_8  # gamma 0: one token, the schedule wins
 
 
+# --- noise regularisation -----------------------------------------------------------------------------------
+
+def test_the_noise_schedule_is_the_papers_u_shape():
+    assert noise_level(0, 9) == pytest.approx(2.0) and noise_level(8, 9) == pytest.approx(2.0)
+    assert noise_level(4, 9) == pytest.approx(0.0, abs=1e-12) and noise_level(2, 9) == pytest.approx(2 ** 0.5)
+    assert noise_level(0, 1) == 0.0
+
+
+def test_zero_noise_is_purity_token_for_token(model, cond):
+    purity = run(model, pair(cond), Purity(), seed=2)
+    quiet = run(model, pair(cond), NoiseRegularized(NoiseRegularizedOptions(noise_scale=0.0)), seed=2)
+    for a, b in zip(purity[1] + purity[2], quiet[1] + quiet[2]):
+        assert torch.equal(a, b)
+    assert len(purity[1]) == len(quiet[1])
+
+
+def test_noise_changes_which_tokens_are_kept_not_the_first_draw(model, cond):
+    _, purity, purity_draws = run(model, cond, Purity(), seed=2)
+    final, noisy, noisy_draws = run(model, cond, NoiseRegularized(NoiseRegularizedOptions(noise_scale=3.0)), seed=2)
+    assert torch.equal(purity_draws[0], noisy_draws[0])
+    assert not torch.equal(purity[0] == MASK, noisy[0] == MASK)
+    assert [int((s == MASK).sum()) for s in noisy] == SCHEDULE_8
+    assert revocations(noisy) == 0 and (final != MASK).all()
+
+
 # --- all of them --------------------------------------------------------------------------------------------
 
-NEW = ["halton", "remdm", "fas-remdm", "entropy-bounded"]
+NEW = ["halton", "remdm", "fas-remdm", "entropy-bounded", "noise-regularized"]
 
 
 @pytest.mark.parametrize("sampler", NEW)

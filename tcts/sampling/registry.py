@@ -14,6 +14,7 @@ from ..selector.rule import TCTS, SelectorOptions
 from .entropy_bounded import EntropyBounded, EntropyBoundedOptions
 from .fas import FAS, FASOptions
 from .halton import Halton, HaltonOptions
+from .noise_regularized import NoiseRegularized, NoiseRegularizedOptions
 from .remdm import ReMDM, ReMDMOptions
 from .rules import Purity, RandomRevoke, RevocableOptions, Rule, Uniform
 
@@ -28,6 +29,7 @@ class RuleOptions:
     halton: HaltonOptions = field(default_factory=HaltonOptions)
     remdm: ReMDMOptions = field(default_factory=ReMDMOptions)
     entropy_bounded: EntropyBoundedOptions = field(default_factory=EntropyBoundedOptions)
+    noise_regularized: NoiseRegularizedOptions = field(default_factory=NoiseRegularizedOptions)
     selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
 
 
@@ -69,6 +71,8 @@ ENTRIES = (
     RuleEntry("entropy-bounded", "persistent", "as many tokens per step as an entropy budget allows, never fewer "
               "than the schedule (EB-sampler; Ben-Hamu et al. 2025)", lambda o: EntropyBounded(o.entropy_bounded),
               ("entropy_bounded",)),
+    RuleEntry("noise-regularized", "persistent", "purity with Gaussian noise on the logits that score the choice "
+              "(Shao et al. 2024)", lambda o: NoiseRegularized(o.noise_regularized), ("noise_regularized",)),
 )
 RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
 SAMPLERS = tuple(sorted(RULES))
