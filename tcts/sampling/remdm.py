@@ -68,9 +68,9 @@ class ReMDM(RevocableRule):
 
     def remask_count(self, state: StepState, decoded: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """``R = round(σ·D)`` ``[B]`` long, decoded tokens to re-mask this step, computed as ``σ·D`` directly
-        (``σ_max·D = min(D, m)``), so no division rounds it."""
-        d, u = decoded.sum(dim=-1), new.sum(dim=-1)
-        m = state.mask_count.reshape(-1).to(d.device).long()
+        (``σ_max·D = min(D, m)``), so no division rounds it. Counted on the CPU (float64 there on every device)."""
+        d, u = decoded.sum(dim=-1).cpu(), new.sum(dim=-1).cpu()
+        m = state.mask_count.reshape(-1).cpu().long()
         most = torch.minimum(d, m).double()                     # σ_max·D
         o = self.options
         if o.variant == "rescale":
@@ -86,8 +86,8 @@ class ReMDM(RevocableRule):
         new = state.unknown & editable
         decoded = editable & ~state.unknown
         r = self.remask_count(state, decoded, new)
-        m = state.mask_count.reshape(-1).to(r.device).long()
-        fresh = top_count(confidence(state), new, new.sum(dim=-1) - m + r)  # Purity's order; draws first
+        m = state.mask_count.reshape(-1).cpu().long()
+        fresh = top_count(confidence(state), new, new.sum(dim=-1).cpu() - m + r)  # Purity's order; draws first
         prob = state.proposal_prob.float()
         worth = prob if self.options.choice == "confidence" else \
             uniform_noise(tuple(prob.shape), state.generators).to(prob.device)
