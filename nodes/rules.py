@@ -1,8 +1,8 @@
 """Composable samplers: small rule nodes and one *Masked Sampler (Custom)* node that runs any of them.
 
-Like ComfyUI's ``SamplerCustomAdvanced``, the strategy is a socket: Purity, Uniform, Random Revoke and TCTS
-nodes output a ``TCTS_RULE``; the FAS node takes a revocable rule and wraps it, so "FAS around TCTS" is a
-visible link in the graph. The ablation knobs of FAS live on a separate *FAS Options* node. The custom
+Like ComfyUI's ``SamplerCustomAdvanced``, the strategy is a socket: Purity, Uniform, Random Revoke, TCTS,
+Halton, ReMDM, Entropy-bounded and Noise-regularized nodes output a ``TCTS_RULE``; the FAS node takes a
+revocable rule and wraps it, so "FAS around TCTS" is a visible link in the graph. The ablation knobs of FAS live on a separate *FAS Options* node. The custom
 sampler has the inputs every sampler node has and gives the same tokens as the per-strategy nodes.
 """
 from __future__ import annotations
@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tcts.sampling.entropy_bounded import EntropyBoundedOptions
 from ..tcts.sampling.fas import FAS
 from ..tcts.sampling.fas_options import FASOptions
+from ..tcts.sampling.halton import HaltonOptions
+from ..tcts.sampling.noise_regularized import NoiseRegularizedOptions
+from ..tcts.sampling.remdm import ReMDMOptions
 from ..tcts.sampling.registry import RuleOptions, make_rule
 from ..tcts.sampling.rules import RevocableOptions, Rule
 from ..tcts.selector.rule import SelectorOptions
@@ -59,6 +63,11 @@ def tcts_rule(model: GeneratorBundle, selector: SelectorBundle, values: dict[str
     return RuleBundle(make_rule("tcts", options), [selector.patcher])
 
 
+def family_inputs(cls: type) -> list:
+    """A family's inputs: its main options required, its ablation knobs optional (defaults when unlinked)."""
+    return [*option_inputs(cls, advanced=False), *option_inputs(cls, advanced=True, optional=True)]
+
+
 def fas_rule(inner: RuleBundle, q: float, options: FASOptions | None = None) -> RuleBundle:
     fas = option_values(FASOptions, {"q": q}, base=options or FASOptions())
     return RuleBundle(FAS(inner.rule, fas), list(inner.patchers))
@@ -79,10 +88,31 @@ TCTSRule = rule_node(
      SelectorType.Input("selector", tooltip="from Load Token Selector"),
      *option_inputs(SelectorOptions, prefix="selector_"), *option_inputs(RevocableOptions)],
     lambda model, selector, **values: tcts_rule(model, selector, values))
+HaltonRule = rule_node(
+    "TCTSRuleHalton", "Halton", "A fixed low-discrepancy spatial order (persistent): tokens are unmasked in the "
+    "order of the 2-D Halton sequence, whatever the model predicts (Besnier et al. 2025).", family_inputs(HaltonOptions),
+    lambda **v: RuleBundle(make_rule("halton", RuleOptions(halton=option_values(HaltonOptions, v)))))
+ReMDMRule = rule_node(
+    "TCTSRuleReMDM", "ReMDM", "Re-masking (revocable): each step a scheduled share of the decoded tokens is masked "
+    "again and redrawn, the least probable first (ReMDM, Wang et al. 2025).",
+    [*family_inputs(ReMDMOptions), *option_inputs(RevocableOptions, optional=True)],
+    lambda **v: RuleBundle(make_rule("remdm", RuleOptions(remdm=option_values(ReMDMOptions, v), revocable=revocable(v)))))
+EntropyBoundedRule = rule_node(
+    "TCTSRuleEntropyBounded", "Entropy-bounded", "Adaptive (persistent): each step commits the most certain tokens "
+    "while their entropies stay within a budget, never fewer than the schedule; may finish before `steps` "
+    "(EB-sampler, Ben-Hamu et al. 2025).", family_inputs(EntropyBoundedOptions),
+    lambda **v: RuleBundle(make_rule("entropy-bounded",
+                                     RuleOptions(entropy_bounded=option_values(EntropyBoundedOptions, v)))))
+NoiseRegularizedRule = rule_node(
+    "TCTSRuleNoiseRegularized", "Noise-regularized", "Purity with Gaussian noise on the logits that score which "
+    "tokens are kept, strong on the first steps, none half-way (Shao et al. 2024); noise_scale 0 = Purity.",
+    family_inputs(NoiseRegularizedOptions),
+    lambda **v: RuleBundle(make_rule("noise-regularized",
+                                     RuleOptions(noise_regularized=option_values(NoiseRegularizedOptions, v)))))
 FASRule = rule_node(
     "TCTSRuleFAS", "FAS", "Frequency adaptive sampling around a revocable rule: self-attention splits the tokens; "
     "LOW-frequency tokens are kept persistently, HIGH-frequency ones by the inner rule.",
-    [RuleType.Input("inner", tooltip="a revocable rule: Random Revoke or TCTS"), *option_inputs(FASOptions, advanced=False),
+    [RuleType.Input("inner", tooltip="a revocable rule: Random Revoke, TCTS or ReMDM"), *option_inputs(FASOptions, advanced=False),
      FASOptionsType.Input("options", optional=True, tooltip="FAS Options: the ablation knobs")], fas_rule)
 
 
@@ -105,7 +135,8 @@ class CustomSampler(io.ComfyNode):
         return io.Schema(
             node_id="TCTSCustomSampler", display_name="Masked Sampler (Custom)", category=SAMPLERS_CATEGORY,
             description="Samples with the rule connected to `rule` (Rule: Purity / Uniform / Random Revoke / TCTS / "
-                        "FAS); the same inputs and the same tokens as the per-strategy sampler nodes.",
+                        "FAS / Halton / ReMDM / Entropy-bounded / Noise-regularized); the same inputs and the same "
+                        "tokens as the per-strategy sampler nodes.",
             inputs=[RuleType.Input("rule", tooltip="a Rule node's output"), *common_inputs()],
             outputs=[TokensType.Output(display_name="tokens")])
 
@@ -114,4 +145,5 @@ class CustomSampler(io.ComfyNode):
         return io.NodeOutput(sample_tokens(rule.rule, SamplerInputs.of(inputs), rule.patchers))
 
 
-NODES = [CustomSampler, PurityRule, UniformRule, RandomRevokeRule, TCTSRule, FASRule, FASOptionsNode]
+NODES = [CustomSampler, PurityRule, UniformRule, RandomRevokeRule, TCTSRule, FASRule, FASOptionsNode, HaltonRule,
+         ReMDMRule, EntropyBoundedRule, NoiseRegularizedRule]

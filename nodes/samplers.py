@@ -25,6 +25,9 @@ from .conditioning import text_condition_from_comfy
 from .types import SAMPLERS_CATEGORY, GeneratorBundle, ModelType, TokenGrid, TokensType
 
 PREVIEWS = ["colours", "decode", "none"]
+#: the choices of the per-strategy nodes (their options at the defaults; the Rule nodes set them)
+PERSISTENT = ("purity", "uniform", "halton", "entropy-bounded", "noise-regularized")
+REVOCABLE = ("random-revoke", "remdm")
 MODEL_SCHEDULE = "model default"
 
 
@@ -169,11 +172,14 @@ class PersistentSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSPersistentSampler", display_name="Masked Sampler (Persistent: Purity / Uniform)",
+            node_id="TCTSPersistentSampler", display_name="Masked Sampler (Persistent: Purity / Uniform / …)",
             category=SAMPLERS_CATEGORY,
             description="Fixed samplers: once a token is kept it never changes. purity = MaskGIT/aMUSEd confidence "
-                        "(reproduces the reference pipeline for the same seed); uniform = random order.",
-            inputs=[io.Combo.Input("sampler", options=["purity", "uniform"], default="purity"), *common_inputs()],
+                        "(reproduces the reference pipeline for the same seed); uniform = random order; halton = a "
+                        "fixed low-discrepancy spatial order; entropy-bounded = as many tokens per step as an "
+                        "entropy budget allows (may finish early); noise-regularized = purity with noise on the "
+                        "logits that score the choice. Their options: the Rule nodes.",
+            inputs=[io.Combo.Input("sampler", options=list(PERSISTENT), default="purity"), *common_inputs()],
             outputs=[TokensType.Output(display_name="tokens")])
 
     @classmethod
@@ -185,11 +191,12 @@ class RevocableSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
-            node_id="TCTSRevocableSampler", display_name="Masked Sampler (Revocable: Random Revoke)",
+            node_id="TCTSRevocableSampler", display_name="Masked Sampler (Revocable: Random Revoke / ReMDM)",
             category=SAMPLERS_CATEGORY,
-            description="Revocable sampler: the kept set is re-drawn over all positions every step, so earlier "
-                        "tokens can be revoked and resampled (Lee et al. 2023, RR baseline).",
-            inputs=[io.Combo.Input("sampler", options=["random-revoke"], default="random-revoke"),
+            description="Revocable samplers: earlier tokens can be revoked and resampled. random-revoke = the kept "
+                        "set is re-drawn over all positions every step (Lee et al. 2023, RR baseline); remdm = a "
+                        "few percent of the decoded tokens are re-masked each step (ReMDM; options: Rule: ReMDM).",
+            inputs=[io.Combo.Input("sampler", options=list(REVOCABLE), default="random-revoke"),
                     io.Boolean.Input("repredict_visible", default=False,
                                      tooltip="re-predict visible tokens instead of copying them (only for generators "
                                              "trained on all positions; aMUSEd/Meissonic: off)"),

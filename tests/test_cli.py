@@ -57,6 +57,46 @@ def test_every_sampler_runs_from_the_command_line_with_a_batch(tmp_path, sampler
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sampler,flags", [("halton", ["--halton-roll"]), ("remdm", ["--remdm-variant", "rescale"]),
+                                           ("fas-remdm", ["--remdm-eta", "0.2", "--fas-q", "0.3"]),
+                                           ("entropy-bounded", ["--eb-gamma", "5", "--eb-proxy", "margin"]),
+                                           ("noise-regularized", ["--noise-scale", "0.5"])])
+def test_the_samplers_added_after_the_paper_run_from_the_command_line_with_their_flags(tmp_path, sampler, flags):
+    tcts("generate", "--model", AMUSED, "--prompt", "a red cat", "--sampler", sampler, *flags, "--steps", 3,
+         "--width", 64, "--height", 64, "--batch-size", 2, "--tokens-out", tmp_path / "x.npy", "--out", tmp_path / "x.png")
+    tokens = np.load(tmp_path / "x.npy")
+    assert tokens.shape == (2, 4, 4) and (tokens < 64).all()
+
+
+@pytest.mark.parametrize("node,inputs", [
+    ("TCTSRuleHalton", {"roll": True}),
+    ("TCTSRuleReMDM", {"variant": "loop", "eta": 0.2, "t_on": 0.8, "t_off": 0.1, "choice": "random",
+                       "repredict_visible": True}),
+    ("TCTSRuleEntropyBounded", {"gamma": 3.0, "proxy": "margin"}),
+    ("TCTSRuleNoiseRegularized", {"noise_scale": 0.5})])
+def test_a_rule_nodes_command_line_builds_the_same_rule(node, inputs):
+    """The journey replays a workflow's Rule nodes on the command line (tests/support/workflow_cli.py): the
+    flags it writes must give the options the node gives."""
+    from tcts.cli import build_parser
+    from tcts.cli_rules import rule_from_args
+    from tests.support.workflow_cli import rule_argv
+
+    prompt = {"10": {"class_type": node, "inputs": inputs}, "11": {"class_type": "TCTSRuleFAS",
+                                                                   "inputs": {"inner": ["10", 0], "q": 0.3}}}
+    for ref, wrapped in ((["10", 0], False), (["11", 0], True)):
+        if wrapped and node != "TCTSRuleReMDM":
+            continue
+        sampler, argv = rule_argv(prompt, ref, places=None)
+        args = build_parser().parse_args(["generate", "--prompt", "x", "--out", "x.png", "--sampler", sampler, *argv])
+        rule = rule_from_args(args, sampler)
+        assert rule.name == sampler == ("fas-remdm" if wrapped else rule.name)
+        inner = rule.inner if wrapped else rule
+        given = {k: v for k, v in inputs.items() if k != "repredict_visible"}
+        assert {k: getattr(inner.options, k) for k in given} == given
+        assert rule.repredict_visible == inputs.get("repredict_visible", False)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["purity", "uniform", "random-revoke"])
 def test_tiny_meissonic_runs_every_sampler_from_the_command_line(tmp_path, sampler):
     from .helpers import MEISSONIC

@@ -47,10 +47,20 @@ FAS_WIDGETS = {"statistic": "fft_hf", "q": 0.4, "cutoff": 0.5, "regroup": "every
 SELECTOR_WIDGETS = {"selector_guidance": 2.0, "selector_noise": 0.5, "selector_choice": "topk"}
 
 
+PERSISTENT = ("purity", "uniform", "halton", "entropy-bounded", "noise-regularized")
+#: the Rule nodes of the samplers added after the paper, with their options at the defaults
+NEW_RULE_NODES = {
+    "halton": {"class_type": "TCTSRuleHalton", "inputs": {"roll": False}},
+    "remdm": {"class_type": "TCTSRuleReMDM", "inputs": {"variant": "cap", "eta": 0.05}},
+    "entropy-bounded": {"class_type": "TCTSRuleEntropyBounded", "inputs": {"gamma": 1.0}},
+    "noise-regularized": {"class_type": "TCTSRuleNoiseRegularized", "inputs": {"noise_scale": 1.0}},
+}
+
+
 def per_strategy(rule: str) -> dict:
-    if rule in ("purity", "uniform"):
+    if rule in PERSISTENT:
         return txt2img(sampler=rule)
-    if rule == "random-revoke":
+    if rule in ("random-revoke", "remdm"):
         return txt2img(sampler=rule, node="TCTSRevocableSampler", extra={"repredict_visible": False})
     if rule == "tcts":
         prompt = txt2img(sampler=None, node="TCTSSelectorSampler", extra={"selector": ["20", 0], **SELECTOR_WIDGETS})
@@ -78,12 +88,44 @@ def composable(rule: str) -> dict:
     nodes["tcts"] = {"10": tcts["11"], **selector_nodes()}
     nodes["fas"] = {**fas, **rr}
     nodes["tcts-fas"] = {**fas, **tcts}
+    nodes.update({name: {"10": node} for name, node in NEW_RULE_NODES.items()})
     return custom(nodes[rule], "10")
 
 
-@pytest.mark.parametrize("rule", ["purity", "uniform", "random-revoke", "tcts", "fas", "tcts-fas"])
+@pytest.mark.parametrize("rule", ["purity", "uniform", "random-revoke", "tcts", "fas", "tcts-fas", *NEW_RULE_NODES])
 def test_the_custom_sampler_gives_the_tokens_of_the_per_strategy_node(comfy, selector_folder, rule):
     assert torch.equal(tokens(comfy, composable(rule)), tokens(comfy, per_strategy(rule)))
+
+
+def test_the_defaults_of_the_new_rule_nodes_are_those_of_the_per_strategy_nodes(comfy, pack):
+    from tcts.sampling.registry import RuleOptions
+
+    defaults = RuleOptions()
+    families = {"halton": defaults.halton, "remdm": defaults.remdm, "entropy-bounded": defaults.entropy_bounded,
+                "noise-regularized": defaults.noise_regularized}
+    for name, node in NEW_RULE_NODES.items():
+        for key, value in node["inputs"].items():
+            assert getattr(families[name], key) == value, (name, key)
+
+
+def test_the_rule_nodes_pass_every_option_to_their_rule(comfy, pack):
+    rules = pack("nodes.rules")
+    remdm = rules.ReMDMRule.execute(variant="loop", eta=0.2, t_on=0.8, t_off=0.1, choice="random",
+                                    repredict_visible=True).result[0].rule
+    assert (remdm.options.variant, remdm.options.eta, remdm.options.t_on, remdm.options.t_off, remdm.options.choice,
+            remdm.repredict_visible) == ("loop", 0.2, 0.8, 0.1, "random", True)
+    assert rules.ReMDMRule.execute(variant="cap", eta=0.05).result[0].rule.options.t_on == 0.55  # unlinked: default
+    assert rules.HaltonRule.execute(roll=True).result[0].rule.options.roll is True
+    eb = rules.EntropyBoundedRule.execute(gamma=3.0, proxy="margin").result[0].rule.options
+    assert (eb.gamma, eb.proxy) == (3.0, "margin")
+    assert rules.NoiseRegularizedRule.execute(noise_scale=0.5).result[0].rule.options.noise_scale == 0.5
+
+
+def test_fas_wraps_remdm(comfy):
+    fas = {"10": {"class_type": "TCTSRuleFAS", "inputs": {"inner": ["11", 0], "q": 0.5}},
+           "11": {"class_type": "TCTSRuleReMDM", "inputs": {"variant": "rescale", "eta": 0.3}}}
+    result = comfy.run(custom(fas, "10")).output("3", 0)
+    assert result.extras["sampler"] == "fas-remdm" and (result.tokens < 64).all()
 
 
 def test_fas_wraps_only_a_revocable_rule(comfy):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from tcts.cli_common import EXIT_STATUS, HelpFormatter
+from tcts.cli_rules import add_family_arguments, families_from_args
 from tcts.options import add_arguments, from_args
 from tcts.sampling.fas_options import FASOptions
 from tcts.sampling.registry import RuleOptions
@@ -62,6 +63,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("TCTS selector options")
     add_arguments(g, SelectorOptions, "selector-")
     add_arguments(p.add_argument_group("FAS (samplers fas / tcts-fas; see docs/method.md)"), FASOptions, "fas-")
+    add_family_arguments(p)
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
@@ -78,7 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         cfg=args.cfg, batch_size=args.batch_size, split=args.split, out=args.out, device=args.device, size=args.size,
         skip_missing_selector=args.skip_missing_selector, resume=not args.no_resume,
         options=RuleOptions(selector=from_args(args, SelectorOptions, "selector-"),
-                            fas=from_args(args, FASOptions, "fas-")))
+                            fas=from_args(args, FASOptions, "fas-"), **families_from_args(args)))
 
 
 def run_bench_command(args: argparse.Namespace) -> int:

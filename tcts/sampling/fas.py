@@ -26,17 +26,14 @@ import torch
 from ..attention import AttentionRequest, fas_low_map
 from ..layers import parse_layers
 from .fas_options import LOW_SCORERS, REGROUP, FASOptions
-from .rules import Rule, Selection, StepState, gumbel_noise
+from .rules import Rule, Selection, StepState, gumbel_noise, top_count
 
-__all__ = ["FAS", "FASOptions", "LOW_SCORERS", "REGROUP", "top_count"]
+__all__ = ["FAS", "FASOptions", "LOW_SCORERS", "REGROUP", "fas_name", "top_count"]
 
-def top_count(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Bool ``[B, N]``: the ``count[b]`` highest-scoring candidates of each row (ties by position)."""
-    ranked = torch.where(candidates, scores.float(), -torch.inf)
-    order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return (ranks < count.to(ranks.device).long()[:, None]) & candidates
+
+def fas_name(inner: str) -> str:
+    """The sampler name of FAS around the rule ``inner``: ``fas`` (random-revoke), ``tcts-fas``, ``fas-<inner>``."""
+    return {"random-revoke": "fas", "tcts": "tcts-fas"}.get(inner, f"fas-{inner}")
 
 
 class FAS(Rule):
@@ -50,7 +47,7 @@ class FAS(Rule):
                              f"{inner.name!r} is persistent")
         self.inner = inner
         self.options = options or FASOptions()
-        self.name = "fas" if inner.name == "random-revoke" else f"{inner.name}-fas"
+        self.name = fas_name(inner.name)
         self.layers = parse_layers(self.options.layers)
 
     @property

@@ -11,7 +11,11 @@ from typing import Callable
 
 from ..selector.model import TokenSelector
 from ..selector.rule import TCTS, SelectorOptions
+from .entropy_bounded import EntropyBounded, EntropyBoundedOptions
 from .fas import FAS, FASOptions
+from .halton import Halton, HaltonOptions
+from .noise_regularized import NoiseRegularized, NoiseRegularizedOptions
+from .remdm import ReMDM, ReMDMOptions
 from .rules import Purity, RandomRevoke, RevocableOptions, Rule, Uniform
 
 
@@ -22,6 +26,10 @@ class RuleOptions:
     revocable: RevocableOptions = field(default_factory=RevocableOptions)
     selector: SelectorOptions = field(default_factory=SelectorOptions)
     fas: FASOptions = field(default_factory=FASOptions)
+    halton: HaltonOptions = field(default_factory=HaltonOptions)
+    remdm: ReMDMOptions = field(default_factory=ReMDMOptions)
+    entropy_bounded: EntropyBoundedOptions = field(default_factory=EntropyBoundedOptions)
+    noise_regularized: NoiseRegularizedOptions = field(default_factory=NoiseRegularizedOptions)
     selector_model: TokenSelector | None = None     # a loaded selector, for tcts and tcts-fas
 
 
@@ -54,6 +62,17 @@ ENTRIES = (
     RuleEntry("tcts-fas", "both", "frequency adaptive sampling around the learned selector",
               lambda o: FAS(_selector_rule(o, "tcts-fas"), o.fas), ("revocable", "selector", "fas"),
               needs_selector=True),
+    RuleEntry("halton", "persistent", "a fixed low-discrepancy spatial order (Halton sequence; Besnier et al. 2025)",
+              lambda o: Halton(o.halton), ("halton",)),
+    RuleEntry("remdm", "revocable", "re-mask decoded tokens at a scheduled rate (ReMDM; Wang et al. 2025)",
+              lambda o: ReMDM(o.remdm, o.revocable), ("revocable", "remdm")),
+    RuleEntry("fas-remdm", "both", "frequency adaptive sampling around remdm",
+              lambda o: FAS(ReMDM(o.remdm, o.revocable), o.fas), ("revocable", "remdm", "fas")),
+    RuleEntry("entropy-bounded", "persistent", "as many tokens per step as an entropy budget allows, never fewer "
+              "than the schedule (EB-sampler; Ben-Hamu et al. 2025)", lambda o: EntropyBounded(o.entropy_bounded),
+              ("entropy_bounded",)),
+    RuleEntry("noise-regularized", "persistent", "purity with Gaussian noise on the logits that score the choice "
+              "(Shao et al. 2024)", lambda o: NoiseRegularized(o.noise_regularized), ("noise_regularized",)),
 )
 RULES: dict[str, RuleEntry] = {entry.name: entry for entry in ENTRIES}
 SAMPLERS = tuple(sorted(RULES))
@@ -61,7 +80,7 @@ SELECTOR_SAMPLERS = tuple(name for name, entry in RULES.items() if entry.needs_s
 
 
 def make_rule(name: str, options: RuleOptions | None = None) -> Rule:
-    """Build a listed rule by name (``purity``, ``uniform``, ``random-revoke``, ``tcts``, ``fas``, …)."""
+    """Build a listed rule by name (``purity``, ``uniform``, ``random-revoke``, ``tcts``, ``fas``, ``halton``, …)."""
     if name not in RULES:
         raise ValueError(f"sampler {name!r} is unknown; expected one of {', '.join(SAMPLERS)}")
     return RULES[name].build(options or RuleOptions())

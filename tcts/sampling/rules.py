@@ -100,6 +100,15 @@ def keep_all_but_lowest(scores: torch.Tensor, count: torch.Tensor) -> torch.Tens
     return ranks >= count.to(ranks.device).long()
 
 
+def top_count(scores: torch.Tensor, candidates: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, N]``: the ``count[b]`` highest-scoring candidates of each row (ties by position)."""
+    ranked = torch.where(candidates, scores.float(), -torch.inf)
+    order = torch.sort(ranked, dim=-1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return (ranks < count.to(ranks.device).long()[:, None]) & candidates
+
+
 def confidence(state: StepState) -> torch.Tensor:
     """MaskGIT/aMUSEd confidence ``log p(x-hat) + T·Gumbel``, known tokens at ``finfo.max``."""
     selected = torch.where(state.unknown, state.proposal_prob, torch.finfo(state.proposal_prob.dtype).max)

@@ -13,10 +13,16 @@ from typing import Callable, Mapping
 import numpy as np
 from PIL import Image
 
+from tcts.sampling.fas import fas_name
+
 SAMPLERS = {"TCTSPersistentSampler", "TCTSRevocableSampler", "TCTSFASSampler", "TCTSCustomSampler"}
 #: rule node -> the CLI's sampler name (FAS: by its inner rule)
 RULE_NODES = {"TCTSRulePurity": "purity", "TCTSRuleUniform": "uniform", "TCTSRuleRandomRevoke": "random-revoke",
-              "TCTSRuleTCTS": "tcts"}
+              "TCTSRuleTCTS": "tcts", "TCTSRuleHalton": "halton", "TCTSRuleReMDM": "remdm",
+              "TCTSRuleEntropyBounded": "entropy-bounded", "TCTSRuleNoiseRegularized": "noise-regularized"}
+#: rule node -> the flag prefix of its option family (tcts/cli_rules.py, FAMILIES)
+FAMILY_FLAGS = {"TCTSRuleHalton": "--halton-", "TCTSRuleReMDM": "--remdm-", "TCTSRuleEntropyBounded": "--eb-",
+                "TCTSRuleNoiseRegularized": "--"}
 EDITS = {"TCTSMaskFreeEdit"}
 
 
@@ -118,11 +124,20 @@ def rule_argv(prompt: Mapping[str, dict], ref, places: Places) -> tuple[str, lis
                 argv += [f"--fas-{name.replace('_', '-')}", _f(value) if isinstance(value, float) else str(value)]
         argv += ["--fas-smooth"] * bool(fas.get("smooth")) + ["--fas-invert"] * bool(fas.get("invert"))
         argv += ["--fas-layers", fas["layers"]] if fas.get("layers") else []
-        return ("fas" if inner == "random-revoke" else f"{inner}-fas"), argv
+        return fas_name(inner), argv
     if kind == "TCTSRuleTCTS":
         argv += _selector(prompt, inputs, places) + [
             "--selector-guidance", _f(inputs["selector_guidance"]), "--selector-noise", _f(inputs["selector_noise"]),
             "--selector-choice", inputs["selector_choice"]]
+    if kind in FAMILY_FLAGS:
+        for name, value in inputs.items():
+            if name == "repredict_visible":
+                continue
+            flag = FAMILY_FLAGS[kind] + name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else flag.replace("--", "--no-", 1))
+            else:
+                argv += [flag, _f(value) if isinstance(value, float) else str(value)]
     return RULE_NODES[kind], argv
 
 
