@@ -151,13 +151,11 @@ def _model_and_prompt(g: Graph, y: float = 0) -> tuple[Node, Node]:
     return load, text
 
 
-def _sampler(g: Graph, kind: str, load: Node, text: Node, pos, **values) -> Node:
-    node_type, sampler = {"purity": ("TCTSPersistentSampler", "purity"),
-                          "uniform": ("TCTSPersistentSampler", "uniform"),
-                          "random-revoke": ("TCTSRevocableSampler", "random-revoke")}[kind]
+def _sampler(g: Graph, kind: str, load: Node, text: Node, pos, title=None, **values) -> Node:
+    node_type = "TCTSRevocableSampler" if kind in ("random-revoke", "remdm") else "TCTSPersistentSampler"
     extra = {"repredict_visible": False} if node_type == "TCTSRevocableSampler" else {}
     settings = {**SAMPLER_SETTINGS, **{k: load.out(k) for k in FROM_LOADER}, **values}
-    return g.node(node_type, pos, sampler=sampler, **extra, model=load.out("model"),
+    return g.node(node_type, pos, title=title, sampler=kind, **extra, model=load.out("model"),
                   positive=text.out("positive"), negative=text.out("negative"), **settings)
 
 
@@ -202,6 +200,39 @@ def upscale(title: str, slug: str, note: str, with_model: bool) -> Graph:
     g.group("1 · model and prompt", [load, text])
     g.group("2 · sample tokens", [sampler])
     g.group("3 · decode, preview, upscale and save", [decode, preview, *chain, save])
+    return g
+
+
+#: the samplers of the side-by-side workflow: Purity as the reference, then the training-free samplers
+#: published after the paper (docs/method.md has a section on each)
+SIDE_BY_SIDE = (("purity", "Purity (reference)"), ("halton", "Halton order"), ("remdm", "ReMDM re-masking"),
+                ("entropy-bounded", "Entropy-bounded"), ("noise-regularized", "Noise-regularized"))
+
+
+def samplers_side_by_side() -> Graph:
+    """One prompt, five samplers in parallel, each decoded and saved under its name."""
+    g = Graph("Samplers side by side", "samplers_side_by_side")
+    g.note("**Samplers side by side**: the same prompt and seed through Purity and the four training-free "
+           "samplers published after the paper. *Halton* unmasks in a fixed low-discrepancy spatial order "
+           "(Besnier et al. 2025); *ReMDM* re-masks a scheduled share of decoded tokens, least confident first "
+           "(Wang et al. 2025); *Entropy-bounded* commits as many certain tokens per step as an entropy budget "
+           "allows and may finish early (Ben-Hamu et al. 2025); *Noise-regularized* perturbs the confidence "
+           "that orders the tokens (Shao et al. 2024). None needs a trained selector, so they work with any "
+           "aMUSEd or Meissonic folder. Their options are on the *Rule* nodes (composable sampler).\n\n"
+           + COMMON_NOTE.format(model=MODEL), (0, 330), size=(330, 520))
+    load, text = _model_and_prompt(g)
+    samplers, outputs = [], []
+    for i, (kind, title) in enumerate(SIDE_BY_SIDE):
+        x = 800 + 330 * i
+        sampler = _sampler(g, kind, load, text, (x, 40), title=title)
+        decode = g.node("TCTSVQDecode", (x, 730), vq=load.out("vq"), tokens=sampler.out("tokens"))
+        decode.extra["flags"] = {"collapsed": True}      # five columns fit the screen only with the decoders folded
+        save = g.node("SaveImage", (x, 780), size=(300, 220), images=decode.out("image"),
+                      filename_prefix=f"tcts/{g.slug}_{kind}")
+        samplers.append(sampler)
+        outputs += [decode, save]
+    g.group("1 · model and prompt", [load, text])
+    g.group("2 · five samplers, same seed: sample, decode, save", samplers + outputs)
     return g
 
 
@@ -348,6 +379,7 @@ def all_graphs() -> list[Graph]:
                 "over all positions, so earlier tokens can be revoked and resampled."),
         txt2img_tcts_fas(),
         composable(),
+        samplers_side_by_side(),
         img2img(),
         inpaint(),
         upscale("Upscale with a core node", "upscale_core",

@@ -162,6 +162,25 @@ def test_bench_end_to_end_writes_tables_json_and_plot(tmp_path, bench_assets, ca
     assert "(cached)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_entropy_bounded_runs_at_a_budget_tuned_to_the_step_count_and_reports_its_passes(tmp_path, bench_assets):
+    """Entropy-bounded unmasking adapts its number of model passes, so the benchmark tunes its entropy budget on
+    scenes it never scores until the mean pass count equals the step count (under a schedule of twice as many
+    steps), and reports the passes each sampler needed; fixed-count samplers need exactly their steps."""
+    from lab.bench import shapes
+
+    assert bench(tmp_path, bench_assets, "--samplers", "purity", "entropy-bounded", "--steps", 4) == 0
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    purity, eb = data["rows"]
+    assert purity["passes"] == 4.0 and purity["schedule_steps"] == 4
+    assert eb["schedule_steps"] == shapes.ADAPTIVE_CAP * 4 and eb["gamma"] > 0
+    assert 1 <= eb["passes"] <= shapes.ADAPTIVE_CAP * 4
+    saved = json.loads((tmp_path / "out" / "units" / "budget-entropy-bounded-4passes.json").read_text())
+    assert saved["gamma"] == eb["gamma"] and abs(saved["mean_passes"] - 4) <= 1
+    assert data["settings"]["entropy_bounded_budgets"] == {"4": eb["gamma"]}
+    assert "| 4 | entropy-bounded − purity |" in (tmp_path / "out" / "results.md").read_text()
+
+
 def test_bench_rejects_an_unknown_sampler_and_bad_counts(tmp_path, bench_assets, capsys):
     assert bench(tmp_path, bench_assets, "--samplers", "purity", "greedy") == 2
     err = capsys.readouterr().err
@@ -205,7 +224,8 @@ def test_quick_defaults_and_explicit_flags():
     quick = settings_from_args(build_parser().parse_args(["--quick"]))
     assert (quick.captions, quick.seeds, quick.steps) == (16, 1, (8,))
     full = settings_from_args(build_parser().parse_args(["--quick", "--captions", "40"]))
-    assert full.captions == 40 and full.samplers == ("purity", "uniform", "random-revoke", "tcts", "tcts-fas")
+    assert full.captions == 40 and full.samplers == ("purity", "uniform", "random-revoke", "tcts", "tcts-fas", "halton",
+                                                     "remdm", "fas-remdm", "entropy-bounded", "noise-regularized")
     default = settings_from_args(build_parser().parse_args([]))
     assert (default.captions, default.seeds, default.steps, default.cfg) == (1000, 2, (8, 16, 25), 2.0)
 

@@ -10,12 +10,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+#: the training-free samplers published after the paper, each compared with Purity and with TCTS+FAS
+LATER_SAMPLERS = ("halton", "remdm", "fas-remdm", "entropy-bounded", "noise-regularized")
+
 # (minuend, subtrahend): the differences the benchmark reports when both samplers ran — the poster's
-# orderings (RR > Uniform > Purity, TCTS over the baselines, TCTS+FAS over TCTS) and TCTS+FAS against the
-# best persistent and the plain revocable baseline
+# orderings (RR > Uniform > Purity, TCTS over the baselines, TCTS+FAS over TCTS), TCTS+FAS against the
+# best persistent and the plain revocable baseline, and every later sampler against Purity and TCTS+FAS
 DEFAULT_COMPARISONS: tuple[tuple[str, str], ...] = (
     ("random-revoke", "uniform"), ("uniform", "purity"), ("tcts", "random-revoke"), ("tcts", "uniform"),
     ("tcts-fas", "tcts"), ("tcts-fas", "purity"), ("tcts-fas", "random-revoke"),
+    *((later, base) for later in LATER_SAMPLERS for base in ("purity", "tcts-fas")),
 )
 
 

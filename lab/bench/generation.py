@@ -82,6 +82,20 @@ class Generated:
     sample_seconds: float         # wall time of the sampling loops
     decode_seconds: float         # wall time of VQ decoding
     cpu_seconds: float = 0.0      # CPU time of this process for both (robust to other jobs on the machine)
+    passes: np.ndarray | None = None  # [N] model passes each image needed (a rule may finish before the last step)
+
+
+class PassCounter:
+    """Per-step callback that counts, per image, the model passes it needed: a pass counts while the image
+    still had masked tokens when it started (a batch keeps running while any image has some)."""
+
+    def __init__(self, batch: int) -> None:
+        self.open = torch.ones(batch, dtype=torch.bool)
+        self.passes = torch.zeros(batch, dtype=torch.int64)
+
+    def __call__(self, report) -> None:
+        self.passes += self.open.long()
+        self.open = self.open & report.masked.reshape(report.masked.shape[0], -1).any(dim=-1).cpu()
 
 
 @torch.inference_mode()
@@ -94,14 +108,15 @@ def generate_images(pipe: Pipeline, encoded: EncodedCaptions, rule: Rule, sampli
     sampling = pipe.resolve(sampling).sampling
     if sampling.cfg != 1.0 and encoded.negative_hidden_states is None:
         raise ValueError("cfg != 1 needs the negative prompt encoded (encode_captions(negative=True))")
-    images, tokens = [], []
+    images, tokens, passes = [], [], []
     sample_s = decode_s = 0.0
     cpu_start = time.process_time()
     for start in range(0, len(encoded), batch_size):
         stop = min(start + batch_size, len(encoded))
         cond = encoded.condition(start, stop, size, size)
+        counter = PassCounter(stop - start)
         job = Job(condition=cond, sampling=sampling, rule=rule, start=TextToImage(size, size),
-                  seed=[image_seed(seed, i) for i in range(start, stop)])
+                  seed=[image_seed(seed, i) for i in range(start, stop)], callback=counter)
         t0 = time.perf_counter()
         out = run(pipe.transformer, job, pipe.vq_factor)
         t1 = time.perf_counter()
@@ -110,5 +125,6 @@ def generate_images(pipe: Pipeline, encoded: EncodedCaptions, rule: Rule, sampli
         sample_s += t1 - t0
         images.append(decoded)
         tokens.append(out.cpu().numpy().astype(np.int64))
+        passes.append(counter.passes.numpy())
     return Generated(np.concatenate(images), np.concatenate(tokens), sample_s, decode_s,
-                     time.process_time() - cpu_start)
+                     time.process_time() - cpu_start, np.concatenate(passes))

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from tcts.atomic import atomic_write
 from ..shapes.world import BACKGROUNDS
 
-MAIN_COLUMNS = (("whole", "whole ↑"), ("object_recall", "obj. recall"), ("shape", "shape"), ("size", "size"),
+MAIN_COLUMNS = (("passes", "passes"), ("whole", "whole ↑"), ("object_recall", "obj. recall"), ("shape", "shape"), ("size", "size"),
                 ("relation", "relation"), ("background", "background"), ("no_extra", "no extra"),
                 ("fd", "FD ↓"), ("precision", "precision"), ("recall", "recall"), ("hf_ratio", "bg HF ratio"),
                 ("seconds_per_image", "s/img"), ("cpu_seconds_per_image", "CPU s/img"))
@@ -33,7 +33,8 @@ def main_table(rows: Sequence[dict], references: Sequence[dict] = ()) -> str:
     head = ["sampler", "steps"] + [title for _, title in MAIN_COLUMNS]
     lines = [_row(head), _row(["---"] * len(head))]
     for r in rows:
-        lines.append(_row([r["sampler"], str(r["steps"])] + [fmt(r.get(k), 4 if "seconds" in k else 3)
+        digits = {"passes": 1}
+        lines.append(_row([r["sampler"], str(r["steps"])] + [fmt(r.get(k), 4 if "seconds" in k else digits.get(k, 3))
                                                              for k, _ in MAIN_COLUMNS]))
     for r in references:
         lines.append(_row([f"*{r['name']}*", "—"] + [fmt(r.get(k)) for k, _ in MAIN_COLUMNS]))

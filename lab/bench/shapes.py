@@ -54,7 +54,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "models" / "shapes-demo"
 DEFAULT_FEATURES = REPO / "lab" / "models" / "shapes-features"
 DEFAULT_OUT = REPO / "lab" / "results" / "shapes"
-DEFAULT_SAMPLERS = ("purity", "uniform", "random-revoke", "tcts", "tcts-fas")
+DEFAULT_SAMPLERS = ("purity", "uniform", "random-revoke", "tcts", "tcts-fas", "halton", "remdm", "fas-remdm",
+                    "entropy-bounded", "noise-regularized")
 DEFAULT_STEPS = (8, 16, 25)
 QUICK = {"captions": 16, "seeds": 1, "steps": (8,)}
 METRIC_SIZE = 64                  # every metric is measured on 64 px images (larger ones are area-averaged)
@@ -62,7 +63,14 @@ FLOOR_SEED = EVAL_SEED + 1        # scenes of the real-vs-real reference (disjoi
 PR_K = 3
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+#: samplers whose number of model passes adapts to the image: at step count S they run under a schedule of
+#: ADAPTIVE_CAP x S steps with a budget tuned so that their mean number of passes is S (:meth:`Runner.budget`)
+ADAPTIVE_SAMPLERS = ("entropy-bounded",)
+ADAPTIVE_CAP = 2
+CALIBRATION_SEED = EVAL_SEED + 2  # scenes the budgets are tuned on (disjoint from the scored and floor scenes)
+CALIBRATION_CAPTIONS = 64
+CALIBRATION_ROUNDS = 8
 PLOT_NAME = "alignment_vs_fd.png"
 
 
@@ -207,19 +215,87 @@ class Runner:
                              "features": folder_fingerprint(settings.features),
                              "selector": folder_fingerprint(settings.selector_path) if self.selector else []}
 
-    def rule(self, sampler: str) -> Rule:
-        return make_rule(sampler, replace(self.settings.options, selector_model=self.selector))
+        self.budgets: dict[int, float] = {}      # step count -> tuned entropy budget (adaptive samplers)
+
+    def options(self, sampler: str, steps: int) -> RuleOptions:
+        """The rule options of ``sampler`` at ``steps``: the settings', with an adaptive sampler's tuned budget."""
+        options = replace(self.settings.options, selector_model=self.selector)
+        if sampler in ADAPTIVE_SAMPLERS:
+            options = replace(options, entropy_bounded=replace(options.entropy_bounded, gamma=self.budget(steps)))
+        return options
+
+    def rule(self, sampler: str, steps: int) -> Rule:
+        return make_rule(sampler, self.options(sampler, steps))
+
+    @staticmethod
+    def schedule_steps(sampler: str, steps: int) -> int:
+        return ADAPTIVE_CAP * steps if sampler in ADAPTIVE_SAMPLERS else steps
 
     def unit_spec(self, sampler: str, steps: int, seed: int) -> dict[str, Any]:
         s = self.settings
         options = {}
+        chosen = self.options(sampler, steps)
         for family in RULES[sampler].families:
-            options.update(asdict(getattr(s.options, family)))
+            options.update(asdict(getattr(chosen, family)))
         return {"version": CACHE_VERSION, "model": self.fingerprints["model"],
                 "features": self.fingerprints["features"],
                 "selector": self.fingerprints["selector"] if sampler in SELECTOR_SAMPLERS else None,
                 "split": s.split, "captions": s.captions, "cfg": s.cfg, "sampler": sampler, "options": options,
-                "steps": steps, "seed": seed, "size": self.size, "device": s.device}
+                "steps": steps, "schedule_steps": self.schedule_steps(sampler, steps), "seed": seed,
+                "size": self.size, "device": s.device}
+
+    def budget(self, passes: int) -> float:
+        """The entropy budget γ under which entropy-bounded unmasking needs ``passes`` model passes on average,
+        under a schedule of ``ADAPTIVE_CAP x passes`` steps: bisection on log γ over
+        :data:`CALIBRATION_CAPTIONS` scenes that are never scored (the mean pass count falls as γ grows).
+        Cached in memory and under ``out/units``."""
+        import json
+
+        from .generation import encode_captions, generate_images
+
+        if passes in self.budgets:
+            return self.budgets[passes]
+        s = self.settings
+        spec = {"version": CACHE_VERSION, "model": self.fingerprints["model"], "cfg": s.cfg, "size": self.size,
+                "passes": passes, "cap": ADAPTIVE_CAP, "proxy": s.options.entropy_bounded.proxy,
+                "captions": CALIBRATION_CAPTIONS, "split": s.split, "device": s.device}
+        path = s.out / "units" / f"budget-entropy-bounded-{passes}passes.json"
+        key = unit_key(spec)
+        if s.resume and path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                self.budgets[passes] = float(saved["gamma"])
+                return self.budgets[passes]
+        scenes = [sample_scene([CALIBRATION_SEED, i], s.split) for i in range(CALIBRATION_CAPTIONS)]
+        encoded = encode_captions(self.pipe, [c.caption for c in scenes], negative=s.cfg != 1.0)
+        sampling = Sampling(steps=ADAPTIVE_CAP * passes, cfg=s.cfg)
+        base = replace(s.options, selector_model=None)
+
+        def mean_passes(gamma: float) -> float:
+            rule = make_rule("entropy-bounded", replace(base, entropy_bounded=replace(base.entropy_bounded,
+                                                                                      gamma=gamma)))
+            return float(generate_images(self.pipe, encoded, rule, sampling, 0, batch_size=s.batch_size,
+                                         size=self.size).passes.mean())
+
+        low, high = math.log(1e-3), math.log(1e3)      # γ = 1e-3 keeps the schedule's pace; 1e3 a few passes
+        best = (math.inf, 1.0, float("nan"))
+        for _ in range(CALIBRATION_ROUNDS):
+            gamma = math.exp((low + high) / 2)
+            got = mean_passes(gamma)
+            best = min(best, (abs(got - passes), gamma, got))
+            if got > passes:
+                low = math.log(gamma)
+            else:
+                high = math.log(gamma)
+        _, gamma, got = best
+        self.log(f"entropy-bounded: gamma {gamma:.4g} nats gives {got:.2f} passes on average "
+                 f"(target {passes}, schedule {ADAPTIVE_CAP * passes} steps, {CALIBRATION_CAPTIONS} calibration scenes)")
+        from .report import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, _clean({"key": key, "gamma": gamma, "mean_passes": got, "spec": spec}))
+        self.budgets[passes] = gamma
+        return gamma
 
     def unit(self, encoded, sampler: str, steps: int, seed: int) -> tuple[Unit, bool]:
         """(scored unit, came from the cache)."""
@@ -231,11 +307,12 @@ class Runner:
         cached = load_unit(path, key) if s.resume else None
         if cached is not None:
             return cached, True
-        gen = generate_images(self.pipe, encoded, self.rule(sampler), Sampling(steps=steps, cfg=s.cfg), seed,
+        gen = generate_images(self.pipe, encoded, self.rule(sampler, steps),
+                              Sampling(steps=self.schedule_steps(sampler, steps), cfg=s.cfg), seed,
                               batch_size=s.batch_size, size=self.size)
         unit = score_images(area_downsample(gen.images, METRIC_SIZE), self.captions, self.feature_net,
                             sample_seconds=gen.sample_seconds, decode_seconds=gen.decode_seconds,
-                            cpu_seconds=gen.cpu_seconds)
+                            cpu_seconds=gen.cpu_seconds, passes=gen.passes)
         save_unit(unit, path, key)
         return unit, False
 
@@ -311,6 +388,9 @@ def table_rows(runner: Runner, units: dict[tuple[str, int, int], Unit],
             n = len(merged.checks)
             wholes[sampler, steps] = merged.whole
             rows.append({"sampler": sampler, "steps": steps, "n_images": n,
+                         "passes": None if merged.passes is None else float(merged.passes.mean()),
+                         "schedule_steps": runner.schedule_steps(sampler, steps),
+                         **({"gamma": runner.budgets[steps]} if sampler in ADAPTIVE_SAMPLERS else {}),
                          **quality_row(merged, kinds, real, runner.kinds),
                          "seconds_per_image": (merged.sample_seconds + merged.decode_seconds) / n,
                          "cpu_seconds_per_image": merged.cpu_seconds / n,
@@ -346,10 +426,15 @@ def write_outputs(runner: Runner, rows: list[dict], references: list[dict], diff
                          title=f"{s.model.name}: {s.captions} {s.split} captions x {s.seeds} seeds, cfg {s.cfg:g}")
     environment = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": s.device,
                    "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    budgets = ", ".join(f"{steps}: γ = {gamma:.3g} nats" for steps, gamma in sorted(runner.budgets.items()))
     tables = {"main": main_table(rows, references), "hf": hf_table(rows, references),
-              "bootstrap": bootstrap_table(differences)}
+              "bootstrap": bootstrap_table(differences),
+              "budgets": f"Entropy-bounded budgets per step count (schedule of {ADAPTIVE_CAP}× the step count, tuned "
+                         f"on {CALIBRATION_CAPTIONS} other scenes to that many passes on average): {budgets}."
+                         if budgets else ""}
     markdown = render_markdown(s, runner.samplers, tables, environment, runner.size)
     settings_json = {**asdict(s), "samplers_run": list(runner.samplers), "selector": s.selector_path,
+                     "entropy_bounded_budgets": {str(k): v for k, v in runner.budgets.items()},
                      "size": runner.size, "metric_size": METRIC_SIZE}
     settings_json = {k: shown_path(v) if isinstance(v, Path) else v for k, v in settings_json.items()}
     result = {"settings": settings_json, "environment": environment, "rows": rows, "references": references,
@@ -378,6 +463,9 @@ steps {', '.join(map(str, s.steps))} · torch {env['torch']}, {env['threads']} t
 ## Alignment, quality, background detail, time
 
 {tables['main']}
+
+passes: model passes per image, on average (the step count, except where a rule finishes early).
+{tables['budgets']}
 
 Alignment: detector metrics (a missing object counts as wrong; *whole* = every object, relation and the
 background right and no extra object). FD: Fréchet distance (Heusel et al. 2017) to the real renders of the

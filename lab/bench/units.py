@@ -29,6 +29,7 @@ class Unit:
     sample_seconds: float = 0.0   # wall clock
     decode_seconds: float = 0.0   # wall clock
     cpu_seconds: float = 0.0      # process CPU time of sampling + decoding
+    passes: np.ndarray | None = None  # [N] model passes each image needed (fewer than the steps when a rule ends early)
 
     @property
     def whole(self) -> np.ndarray:
@@ -36,20 +37,21 @@ class Unit:
 
 
 def score_images(images: np.ndarray, captions: Sequence[str], net: FeatureNet, *, sample_seconds: float = 0.0,
-                 decode_seconds: float = 0.0, cpu_seconds: float = 0.0) -> Unit:
+                 decode_seconds: float = 0.0, cpu_seconds: float = 0.0, passes: np.ndarray | None = None) -> Unit:
     """Detector results, features and background HF energy of images ``[N, H, W, 3]`` for their captions."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     checks = [check(im, c) for im, c in zip(images, captions)]
     hf = np.array([background_hf_energy(im) for im in images], dtype=np.float64)
-    return Unit(checks, extract_features(net, images), hf, sample_seconds, decode_seconds, cpu_seconds)
+    return Unit(checks, extract_features(net, images), hf, sample_seconds, decode_seconds, cpu_seconds, passes)
 
 
 def merge(units: Sequence[Unit]) -> Unit:
     """Units of several seeds as one (seed-major order)."""
+    passes = None if any(u.passes is None for u in units) else np.concatenate([u.passes for u in units])
     return Unit([c for u in units for c in u.checks], np.concatenate([u.features for u in units]),
                 np.concatenate([u.hf for u in units]), sum(u.sample_seconds for u in units),
-                sum(u.decode_seconds for u in units), sum(u.cpu_seconds for u in units))
+                sum(u.decode_seconds for u in units), sum(u.cpu_seconds for u in units), passes)
 
 
 def folder_fingerprint(path: Path | None) -> list:
@@ -69,7 +71,8 @@ def save_unit(unit: Unit, path: Path, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: np.savez(
         tmp, key=np.array(key), checks=np.array(json.dumps(unit.checks)), features=unit.features, hf=unit.hf,
-        seconds=np.array([unit.sample_seconds, unit.decode_seconds, unit.cpu_seconds])), suffix=".npz")
+        seconds=np.array([unit.sample_seconds, unit.decode_seconds, unit.cpu_seconds]),
+        passes=np.array([] if unit.passes is None else unit.passes, dtype=np.int64)), suffix=".npz")
 
 
 def load_unit(path: Path, key: str) -> Unit | None:
@@ -81,7 +84,8 @@ def load_unit(path: Path, key: str) -> Unit | None:
             if str(data["key"]) != key:
                 return None
             seconds = data["seconds"]
+            passes = data["passes"] if "passes" in data.files and data["passes"].size else None
             return Unit(json.loads(str(data["checks"])), data["features"].astype(np.float64),
-                        data["hf"].astype(np.float64), *(float(x) for x in seconds[:3]))
+                        data["hf"].astype(np.float64), *(float(x) for x in seconds[:3]), passes)
     except (OSError, ValueError, KeyError):
         return None
