@@ -33,6 +33,11 @@ class Job:
     callback: Callable[[StepReport], None] | None = None
 
 
+#: devices on which the reference's CPU draws are made ahead on worker threads while the model runs
+#: (``sampling/draw_ahead.py``): every device apart from the CPU, whose cores the forward pass already uses
+DRAW_AHEAD_DEVICE_TYPES = frozenset({"cuda", "xpu", "mps"})
+
+
 def make_generators(seed: int | Sequence[int], batch: int, device: str | torch.device = "cpu") -> list[torch.Generator]:
     """One generator per image (CPU unless ``device`` says otherwise): image ``i`` of a batch uses seed
     ``seed + i`` (so a batch of 2 with seed s gives the same tokens as two single runs with seeds s and s + 1),
@@ -68,13 +73,15 @@ def condition(positive: TextCondition, negative: TextCondition | None, start: St
 @torch.inference_mode()
 def run(model: nn.Module, job: Job, vq_factor: int) -> torch.Tensor:
     """Sample the job's token grids ``[B, h, w]``. Every random draw comes from per-image CPU generators in
-    the reference's order; with ``sampling.draw_on_device`` on a GPU the proposals are drawn there instead."""
+    the reference's order (on a GPU drawn ahead while the model runs, with the same tokens); with
+    ``sampling.draw_on_device`` on a GPU the proposals are drawn there instead."""
     if job.start is None:
         raise ValueError("the job has no start (TextToImage, ImageToImage, Inpaint or Edit)")
     batch = job.condition.batch_size
     generators = make_generators(job.seed, batch)
     device = next(model.parameters()).device
     on_device = bool(job.sampling.draw_on_device) and device.type != "cpu"
-    draws = Draws(generators, make_generators(job.seed, batch, device) if on_device else None)
+    draws = Draws(generators, make_generators(job.seed, batch, device) if on_device else None,
+                  ahead=not on_device and device.type in DRAW_AHEAD_DEVICE_TYPES)
     loop_start = prepare(job.start, model, vq_factor, job.sampling, batch, generators)
     return sample(model, job.condition, job.rule, job.sampling, loop_start, draws, job.callback)

@@ -16,6 +16,7 @@ import torch
 
 from ..attention import step_capture
 from ..settings import Sampling
+from .draw_ahead import DrawAhead
 from .rules import Rule, StepState
 from .schedules import choice_temperatures, tokens_to_mask
 from .step import Conditioning, NonFiniteLogitsError, model_step, validate_sampling
@@ -47,10 +48,13 @@ class LoopStart:
 @dataclass
 class Draws:
     """The per-image random generators of a run: the rules' noise always comes from ``rules`` (CPU); the
-    proposals from ``proposals`` (the same, or generators on the model's device)."""
+    proposals from ``proposals`` (the same, or generators on the model's device). ``ahead``: draw the
+    proposals' random numbers from ``rules`` ahead, on worker threads, while the model runs (the same tokens
+    as drawing them in turn; ``draw_ahead.py``), for a model on a GPU."""
 
     rules: list[torch.Generator]
     proposals: list[torch.Generator] | None = None
+    ahead: bool = False
 
     @property
     def for_proposals(self) -> list[torch.Generator]:
@@ -84,13 +88,29 @@ def run_loop(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: S
         if len(generators) != batch:
             raise ValueError(f"need one {what} per image: got {len(generators)} for batch {batch}")
     check_start(model, start, batch, steps)
-    mask_id = model.mask_token_id
     device = next(model.parameters()).device
     b, h, w = start.tokens.shape
     flat = start.tokens.to(device).reshape(b, -1)
     fixed = (torch.zeros_like(flat, dtype=torch.bool) if start.fixed is None
              else start.fixed.to(device).reshape(b, -1).bool())
     temperatures = choice_temperatures(steps, *sampling.choice_temperature)
+    ahead = DrawAhead(draws.rules, device, h * w, model.codebook_size) \
+        if draws.ahead and draws.proposals is None else None
+    try:
+        if ahead is not None:
+            ahead.prefetch()      # the generators stand where the first step's draw starts
+        return _steps(model, cond, rule, sampling, start, draws, callback, flat, fixed, temperatures, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _steps(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: Sampling, start: LoopStart,
+           draws: Draws, callback: Callable[[StepReport], None] | None, flat: torch.Tensor, fixed: torch.Tensor,
+           temperatures: torch.Tensor, ahead: DrawAhead | None) -> torch.Tensor:
+    """The steps of :func:`run_loop` from ``flat`` ``[B, N]`` (the start's tokens on the model's device)."""
+    steps, mask_id = sampling.steps, model.mask_token_id
+    b, h, w = start.tokens.shape
     memory: dict = {}  # one dict per run: rules keep run state here (FAS groups)
     for step in range(start.start_step, steps):
         last = step == steps - 1
@@ -98,7 +118,8 @@ def run_loop(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: S
         with step_capture(model, request, batch=b) as captured:  # only this forward, conditional rows
             try:
                 drawn = model_step(model, flat.view(b, h, w), cond, sampling.cfg, steps - 1 - step,
-                                   sampling.temperature, draws.for_proposals)
+                                   sampling.temperature, draws.for_proposals,
+                                   propose=None if ahead is None else ahead.propose)
             except NonFiniteLogitsError:
                 raise NonFiniteLogitsError(
                     f"the generator returned NaN/inf logits at step {step + 1}/{steps}; the weights may be "
@@ -122,11 +143,14 @@ def run_loop(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: S
             scores = selection.scores
             if selection.fix is not None:  # e.g. FAS's persistent picks: fixed from now on
                 fixed = fixed | selection.fix.to(fixed.device)
+        done = last or not (flat == mask_id).any()
+        if ahead is not None and not done:
+            ahead.prefetch()      # after the rule's noise: where the reference's next draw starts
         if callback is not None:
             callback(StepReport(step=step, steps=steps, tokens=flat.view(b, h, w), proposal=proposal.view(b, h, w),
                                 masked=(flat == mask_id).view(b, h, w),
                                 scores=None if scores is None else scores.view(b, h, w)))
-        if not (flat == mask_id).any():
+        if done:
             break
     return flat.view(b, h, w)
 

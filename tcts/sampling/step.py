@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -82,9 +83,11 @@ class StepDraw:
 
 
 def model_step(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioning, cfg: float, timestep: int,
-               temperature: float, generators: list[torch.Generator], upcast: bool = False) -> StepDraw:
+               temperature: float, generators: list[torch.Generator], upcast: bool = False,
+               propose: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepDraw:
     """The guided distribution of every position of ``tokens`` ``[B, h, w]`` (mask id where masked) and one
-    draw per position, row b from ``generators[b]``. ``upcast``: softmax in fp32 whatever the logits' dtype
+    draw per position, row b from ``generators[b]`` (or by ``propose``, which must draw the same way:
+    :class:`~tcts.sampling.draw_ahead.DrawAhead`). ``upcast``: softmax in fp32 whatever the logits' dtype
     (the selector trainer under bf16 autocast); otherwise in the model's dtype, as the reference does."""
     b = tokens.shape[0]
     logits = guided_logits(model, tokens, cond, cfg, timestep)
@@ -98,7 +101,7 @@ def model_step(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioning,
     if temperature != 1.0:
         logits = logits / temperature
     probs = logits.softmax(dim=-1)
-    return StepDraw(probs=probs, draws=draw_proposal(probs, generators))
+    return StepDraw(probs=probs, draws=propose(probs) if propose is not None else draw_proposal(probs, generators))
 
 
 def validate_sampling(steps: int, cfg: float, temperature: float, choice_temperature: tuple[float, float],
