@@ -19,7 +19,7 @@ from ..settings import Sampling
 from .draw_ahead import DrawAhead
 from .rules import Rule, StepState
 from .schedules import choice_temperatures, tokens_to_mask
-from .step import Conditioning, NonFiniteLogitsError, model_step, validate_sampling
+from .step import Conditioning, NonFiniteLogitsError, drawing_from, model_step, validate_sampling
 
 
 @dataclass
@@ -93,23 +93,40 @@ def run_loop(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: S
     flat = start.tokens.to(device).reshape(b, -1)
     fixed = (torch.zeros_like(flat, dtype=torch.bool) if start.fixed is None
              else start.fixed.to(device).reshape(b, -1).bool())
-    temperatures = choice_temperatures(steps, *sampling.choice_temperature)
     ahead = DrawAhead(draws.rules, device, h * w, model.codebook_size) \
         if draws.ahead and draws.proposals is None else None
+    run = _Run(model, cond, rule, sampling, start, draws, callback, ahead)
     try:
         if ahead is not None:
             ahead.prefetch()      # the generators stand where the first step's draw starts
-        return _steps(model, cond, rule, sampling, start, draws, callback, flat, fixed, temperatures, ahead)
+        return _steps(run, flat, fixed)
     finally:
         if ahead is not None:
             ahead.close()
 
 
-def _steps(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: Sampling, start: LoopStart,
-           draws: Draws, callback: Callable[[StepReport], None] | None, flat: torch.Tensor, fixed: torch.Tensor,
-           temperatures: torch.Tensor, ahead: DrawAhead | None) -> torch.Tensor:
-    """The steps of :func:`run_loop` from ``flat`` ``[B, N]`` (the start's tokens on the model's device)."""
+@dataclass
+class _Run:
+    """What stays the same during one run of :func:`run_loop`."""
+
+    model: torch.nn.Module
+    cond: Conditioning
+    rule: Rule
+    sampling: Sampling
+    start: LoopStart
+    draws: Draws
+    callback: Callable[[StepReport], None] | None
+    ahead: DrawAhead | None
+
+
+def _steps(run: _Run, flat: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """The steps of :func:`run_loop` from ``flat`` ``[B, N]`` (the start's tokens on the model's device) and
+    ``fixed`` (positions that never change)."""
+    model, cond, rule, sampling, start, draws, callback, ahead = (
+        run.model, run.cond, run.rule, run.sampling, run.start, run.draws, run.callback, run.ahead)
     steps, mask_id = sampling.steps, model.mask_token_id
+    temperatures = choice_temperatures(steps, *sampling.choice_temperature)
+    propose = drawing_from(draws.for_proposals) if ahead is None else ahead.propose
     b, h, w = start.tokens.shape
     memory: dict = {}  # one dict per run: rules keep run state here (FAS groups)
     for step in range(start.start_step, steps):
@@ -118,8 +135,7 @@ def _steps(model: torch.nn.Module, cond: Conditioning, rule: Rule, sampling: Sam
         with step_capture(model, request, batch=b) as captured:  # only this forward, conditional rows
             try:
                 drawn = model_step(model, flat.view(b, h, w), cond, sampling.cfg, steps - 1 - step,
-                                   sampling.temperature, draws.for_proposals,
-                                   propose=None if ahead is None else ahead.propose)
+                                   sampling.temperature, propose)
             except NonFiniteLogitsError:
                 raise NonFiniteLogitsError(
                     f"the generator returned NaN/inf logits at step {step + 1}/{steps}; the weights may be "

@@ -82,12 +82,16 @@ class StepDraw:
     draws: torch.Tensor      # [B, N] one token drawn per position
 
 
+def drawing_from(generators: list[torch.Generator]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The proposer that draws row b of the probabilities from ``generators[b]`` (:func:`draw_proposal`)."""
+    return lambda probs: draw_proposal(probs, generators)
+
+
 def model_step(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioning, cfg: float, timestep: int,
-               temperature: float, generators: list[torch.Generator], upcast: bool = False,
-               propose: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepDraw:
+               temperature: float, propose: Callable[[torch.Tensor], torch.Tensor], upcast: bool = False) -> StepDraw:
     """The guided distribution of every position of ``tokens`` ``[B, h, w]`` (mask id where masked) and one
-    draw per position, row b from ``generators[b]`` (or by ``propose``, which must draw the same way:
-    :class:`~tcts.sampling.draw_ahead.DrawAhead`). ``upcast``: softmax in fp32 whatever the logits' dtype
+    draw per position by ``propose`` (``[B, N, K]`` probabilities → ``[B, N]`` tokens): :func:`drawing_from`
+    the run's generators, or :class:`~tcts.sampling.draw_ahead.DrawAhead`, which draws the same tokens. ``upcast``: softmax in fp32 whatever the logits' dtype
     (the selector trainer under bf16 autocast); otherwise in the model's dtype, as the reference does."""
     b = tokens.shape[0]
     logits = guided_logits(model, tokens, cond, cfg, timestep)
@@ -101,7 +105,7 @@ def model_step(model: torch.nn.Module, tokens: torch.Tensor, cond: Conditioning,
     if temperature != 1.0:
         logits = logits / temperature
     probs = logits.softmax(dim=-1)
-    return StepDraw(probs=probs, draws=propose(probs) if propose is not None else draw_proposal(probs, generators))
+    return StepDraw(probs=probs, draws=propose(probs))
 
 
 def validate_sampling(steps: int, cfg: float, temperature: float, choice_temperature: tuple[float, float],

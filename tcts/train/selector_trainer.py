@@ -49,7 +49,7 @@ from ..checkpoints import CheckpointError, read_safetensors
 from ..engine import micro_conditions
 from ..pipeline import Pipeline
 from ..sampling.schedules import SCHEDULES, tokens_to_mask
-from ..sampling.step import Conditioning, NonFiniteLogitsError, model_step
+from ..sampling.step import Conditioning, NonFiniteLogitsError, drawing_from, model_step
 from ..settings import Sampling
 from ..selector.model import (
     SelectorConfig,
@@ -175,7 +175,7 @@ def guidance_reconstruct(generator: torch.nn.Module, batch: Masked, sampling: Sa
             try:
                 drawn = model_step(generator, inputs[rows].to(device), batch.cond.rows(rows), sampling.cfg,
                                    sampling.steps - 1 - step, sampling.temperature,
-                                   [batch.generators[k] for k in rows], upcast=True)
+                                   drawing_from([batch.generators[k] for k in rows]), upcast=True)
             except NonFiniteLogitsError:
                 raise NonFiniteLogitsError("the generator returned NaN/inf logits during selector training") from None
         draws = drawn.draws.view(len(rows), *x0.shape[1:]).to(x0.device)
