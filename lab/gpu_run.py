@@ -5,6 +5,9 @@
 Tasks (each writes into ``OUT/<task>/`` and its log ``OUT/<task>.log``; a task that would start with too
 little budget left is skipped and reported):
 
+* ``perf``: ``python -m lab.bench.perf`` (where a step's time goes, against diffusers: the drawing-ahead
+  identity, token parity, time and memory per step at 256-4096 tokens and batch 1-16, the matrix-product
+  floor), with what is left of the budget;
 * ``samplers``: the shapes sampler benchmark (``python -m tcts bench``) at ``--captions`` x ``--seeds``, one
   process per sampler sharing the unit cache, then one run that assembles the table;
 * ``speed``: ``python -m tcts bench-speed`` (ours against diffusers, random full-size aMUSEd weights, fp16);
@@ -25,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("samplers", "speed", "selector-step")
+TASKS = ("perf", "samplers", "speed", "selector-step")
 
 
 class Budget:
@@ -47,6 +50,12 @@ def run_logged(cmd: list[str], log: Path, budget: Budget) -> int:
         except subprocess.TimeoutExpired:
             out.write(f"\n[gpu_run] stopped at the budget: {' '.join(cmd)}\n")
             return 124
+
+
+def perf(args: argparse.Namespace, budget: Budget) -> int:
+    cmd = [sys.executable, "-m", "lab.bench.perf", "--device", args.device, "--budget", f"{budget.left() - 5:.0f}",
+           "--out", str(args.out / "perf"), "identity", "parity", "steps", "floor"]
+    return run_logged(cmd, args.out / "perf.log", budget)
 
 
 def samplers(args: argparse.Namespace, budget: Budget) -> int:
@@ -75,7 +84,7 @@ def selector_step(args: argparse.Namespace, budget: Budget) -> int:
     return run_logged(cmd, args.out / "selector-step.log", budget)
 
 
-RUNNERS = {"samplers": samplers, "speed": speed, "selector-step": selector_step}
+RUNNERS = {"perf": perf, "samplers": samplers, "speed": speed, "selector-step": selector_step}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,40 @@
+"""``python -m lab.bench.perf`` (where a step's time goes) on the tiny fixture: the script a GPU run uses,
+tried on the CPU at the sizes ``--quick`` picks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lab.bench import perf
+
+from .helpers import AMUSED
+
+ROOT = AMUSED.parents[2]
+
+
+@pytest.mark.slow
+def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_diffusers(tmp_path):
+    pytest.importorskip("diffusers")
+    proc = subprocess.run([sys.executable, "-m", "lab.bench.perf", "--quick", "--device", "cpu", "--steps", "2",
+                           "--out", str(tmp_path), "identity", "parity", "steps", "floor"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "perf.json").read_text())
+    assert results["identity"][0]["holds"]
+    assert results["parity"][0]["ours_equals_diffusers"] and results["parity"][0]["ours-in-turn_equals_diffusers"]
+    single = {(r["size"], r["mode"]) for r in results["steps"] if r["batch"] == 1}
+    assert single == {(s.size, m) for s in perf.QUICK_STEPS if s.batch == 1 for m in perf.MODES}
+    assert all(r["step_s"] > 0 for r in results["steps"])
+    assert {r["mode"] for r in results["floor"]} == {"ours", "diffusers"}
+    assert all(r["over_products"] > 0 for r in results["floor"])
+    assert "## The floor" in (tmp_path / "perf.md").read_text()
+
+
+def test_a_task_that_would_start_past_the_budget_is_skipped_and_said_so(tmp_path):
+    code = perf.main(["--quick", "--device", "cpu", "--budget", "0", "--out", str(tmp_path), "steps"])
+    assert code == 0
+    results = json.loads((tmp_path / "perf.json").read_text())
+    assert results["skipped"] and not results.get("steps")
