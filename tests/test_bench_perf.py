@@ -1,5 +1,5 @@
 """``python -m lab.bench.perf`` (where a step's time goes) on the tiny fixture: the script a GPU run uses,
-tried on the CPU at the sizes ``--quick`` picks."""
+tried on the CPU at the sizes ``--preset quick`` picks."""
 from __future__ import annotations
 
 import json
@@ -18,15 +18,16 @@ ROOT = AMUSED.parents[2]
 @pytest.mark.slow
 def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_diffusers(tmp_path):
     pytest.importorskip("diffusers")
-    proc = subprocess.run([sys.executable, "-m", "lab.bench.perf", "--quick", "--device", "cpu", "--steps", "2",
-                           "--out", str(tmp_path), "identity", "parity", "steps", "floor"],
+    proc = subprocess.run([sys.executable, "-m", "lab.bench.perf", "--preset", "quick", "--device", "cpu",
+                           "--steps", "2", "--out", str(tmp_path), "identity", "parity", "steps", "floor"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "perf.json").read_text())
     assert results["identity"][0]["holds"]
     assert results["parity"][0]["ours_equals_diffusers"] and results["parity"][0]["ours-in-turn_equals_diffusers"]
-    single = {(r["size"], r["mode"]) for r in results["steps"] if r["batch"] == 1}
-    assert single == {(s.size, m) for s in perf.QUICK_STEPS if s.batch == 1 for m in perf.MODES}
+    single = {(r["model"], r["size"], r["mode"]) for r in results["steps"] if r["batch"] == 1}
+    assert single == {(s.model, s.size, m) for s in perf.QUICK_STEPS if s.batch == 1 for m in perf.MODES
+                      if m != "diffusers" or perf.has_reference(s.model)}
     assert all(r["step_s"] > 0 for r in results["steps"])
     assert {r["mode"] for r in results["floor"]} == {"ours", "diffusers"}
     assert all(r["over_products"] > 0 for r in results["floor"])
@@ -34,7 +35,7 @@ def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_
 
 
 def test_a_task_that_would_start_past_the_budget_is_skipped_and_said_so(tmp_path):
-    code = perf.main(["--quick", "--device", "cpu", "--budget", "0", "--out", str(tmp_path), "steps"])
+    code = perf.main(["--preset", "quick", "--device", "cpu", "--budget", "0", "--out", str(tmp_path), "steps"])
     assert code == 0
     results = json.loads((tmp_path / "perf.json").read_text())
     assert results["skipped"] and not results.get("steps")

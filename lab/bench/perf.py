@@ -1,6 +1,6 @@
 """Where the time of a sampling step goes, against diffusers' ``AmusedPipeline`` on identical weights.
 
-    python -m lab.bench.perf --out DIR [--device cuda] [--dtype float16] [--budget 280] [--quick] TASK ...
+    python -m lab.bench.perf --out DIR [--device cuda] [--dtype float16] [--budget 280] [--preset full] TASK ...
 
 Tasks (each appends its rows to ``DIR/perf.json`` and prints a markdown table; ``DIR/perf.md`` collects them):
 
@@ -12,13 +12,15 @@ Tasks (each appends its rows to ``DIR/perf.json`` and prints a markdown table; `
   the reference's CPU draws cost without any model), ``ours`` (the default: reference-exact, drawn ahead
   off the CPU), ``ours-in-turn`` (reference-exact, drawn in turn on the CPU after each forward),
   ``ours-on-device`` (``draw_on_device``: per-image generators on the GPU) and ``diffusers``, at 256, 1024
-  and 4096 tokens (aMUSEd-256 at 256 px, aMUSEd-512 at 512 and 1024 px) and batch 1, then throughput at
-  batch 4 and 16 (256 tokens).
+  and 4096 tokens (aMUSEd-256 at 256 px, aMUSEd-512 at 512 px, Meissonic at 1024 px: ours only, diffusers
+  has no Meissonic pipeline) and batch 1, then throughput at batch 4 and 16 (256 tokens).
 * ``floor``: time per step of ours and diffusers divided by the time of the same matrix products alone
-  (every linear layer, convolution and attention product of one step, replayed), measured in the same run.
+  (every linear layer, convolution and attention product of one step, replayed), measured in the same run,
+  at the preset's largest batch-1 setting that diffusers also runs.
 
-Weights are random at the released configs (``lab/bench/speed.py``); ``--quick`` uses the tiny test fixtures
-instead, to try the script on a CPU in seconds. A task that would start with less than ``--min-start`` seconds
+Weights are random at the released configs (``lab/bench/speed.py``). ``--preset reduced`` keeps aMUSEd-256's
+full-size weights at 64-256 px (16-256 tokens) and batch 1-16 at 128 px, for a CPU; ``--preset quick`` uses the
+tiny test fixtures, to try the script in seconds. A task that would start with less than ``--min-start`` seconds
 of the budget left is skipped and said so; everything measured so far is already on disk.
 """
 from __future__ import annotations
@@ -37,7 +39,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURE = REPO / "tests" / "fixtures" / "amused-tiny"
+FIXTURES = {"tiny": REPO / "tests" / "fixtures" / "amused-tiny",
+            "meissonic-tiny": REPO / "tests" / "fixtures" / "meissonic-tiny"}
 TASKS = ("identity", "parity", "steps", "floor")
 MODES = ("stream", "ours", "ours-in-turn", "ours-on-device", "diffusers")
 PROMPT = "a photo of a red cat"
@@ -45,14 +48,23 @@ PROMPT = "a photo of a red cat"
 
 @dataclass
 class Setting:
-    model: str          # a lab.bench.speed.CONFIGS name, or "tiny" (the test fixture)
+    model: str          # a lab.bench.speed.CONFIGS name, "meissonic", or a FIXTURES name
     size: int           # px
     batch: int = 1
 
 
-FULL_STEPS = [Setting("amused-256", 256), Setting("amused-512", 512), Setting("amused-512", 1024),
+FULL_STEPS = [Setting("amused-256", 256), Setting("amused-512", 512), Setting("meissonic", 1024),
               Setting("amused-256", 256, 4), Setting("amused-256", 256, 16)]
-QUICK_STEPS = [Setting("tiny", 64), Setting("tiny", 128), Setting("tiny", 256), Setting("tiny", 64, 4)]
+REDUCED_STEPS = [Setting("amused-256", 64), Setting("amused-256", 128), Setting("amused-256", 256),
+                 Setting("amused-256", 128, 4), Setting("amused-256", 128, 16)]
+QUICK_STEPS = [Setting("tiny", 64), Setting("tiny", 128), Setting("tiny", 256), Setting("meissonic-tiny", 512),
+               Setting("tiny", 64, 4), Setting("tiny", 64, 16)]
+PRESETS = {"full": FULL_STEPS, "reduced": REDUCED_STEPS, "quick": QUICK_STEPS}
+
+
+def has_reference(model: str) -> bool:
+    """diffusers has no Meissonic pipeline: Meissonic rows are ours only."""
+    return "meissonic" not in model
 
 
 class Budget:
@@ -69,11 +81,11 @@ def synchronize(device: torch.device) -> None:
 
 
 def model_folder(name: str, weights: Path) -> Path:
-    if name == "tiny":
-        return FIXTURE
-    from .speed import build_random_model
+    if name in FIXTURES:
+        return FIXTURES[name]
+    from .speed import build_random_meissonic, build_random_model
 
-    return build_random_model(name, weights)
+    return build_random_meissonic(weights) if name == "meissonic" else build_random_model(name, weights)
 
 
 # --- identity and parity ------------------------------------------------------------------------------
@@ -382,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=280.0, help="seconds for all tasks together")
     p.add_argument("--min-start", type=float, default=15.0, help="skip a measurement that would start with less left")
     p.add_argument("--weights", type=Path, default=None, help="folder for the random full-size weights")
-    p.add_argument("--quick", action="store_true", help="the tiny test fixture at small sizes (a CPU trial)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                   help="sizes: full (a GPU), reduced (full-size aMUSEd-256 at small sizes: a CPU), quick (tiny fixtures)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
     if args.threads:
@@ -392,12 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(args.budget)
     weights = args.weights or Path(tempfile.mkdtemp(prefix="tcts-perf-weights-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = QUICK_STEPS if args.quick else FULL_STEPS
+    settings = PRESETS[args.preset]
+    floor_setting = max((s for s in settings if s.batch == 1 and has_reference(s.model)), key=lambda s: s.size)
     results: dict[str, Any] = {"environment": {
         "torch": torch.__version__, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"},
-        "steps_per_run": args.steps, "skipped": []}
+        "steps_per_run": args.steps, "preset": args.preset, "skipped": []}
 
     def attempt(name: str, fn: Callable[[], Any]) -> Any:
         if budget.left() < args.min_start:
@@ -426,12 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         elif task == "steps":
             for s in settings:
                 modes = MODES if s.batch == 1 else ("ours", "ours-on-device", "diffusers")
+                modes = modes if has_reference(s.model) else tuple(m for m in modes if m != "diffusers")
                 rows = attempt(f"steps {s.model} {s.size}px batch {s.batch}",
                                lambda: time_setting(s, weights, device, dtype, args.steps, modes))
                 results.setdefault("steps", []).extend(rows or [])
                 write(results, args.out)
         elif task == "floor":
-            rows = attempt("floor", lambda: measure_floor(settings[0], weights, device, dtype, min(args.steps, 4)))
+            rows = attempt("floor", lambda: measure_floor(floor_setting, weights, device, dtype, min(args.steps, 4)))
             results.setdefault("floor", []).extend(rows or [])
         write(results, args.out)
     print(render(results))

@@ -27,6 +27,7 @@ import torch
 from tcts.cli_common import EXIT_STATUS, HelpFormatter
 
 FIXTURE_TOKENIZER = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "amused-tiny"
+MEISSONIC_FIXTURE = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "meissonic-tiny"
 
 UVIT_256 = {"_class_name": "UVit2DModel", "hidden_size": 1024, "use_bias": False, "hidden_dropout": 0.0,
             "cond_embed_dim": 768, "micro_cond_encode_dim": 256, "micro_cond_embed_dim": 1280,
@@ -78,6 +79,42 @@ def build_random_model(name: str, root: Path, seed: int = 0) -> Path:
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp / part)
     (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(
         {"_class_name": "AmusedScheduler", "mask_token_id": 8255, "masking_schedule": "cosine"}))
+    tmp.rename(folder)
+    return folder
+
+
+CLIP_H = {**CLIP_L, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+          "num_attention_heads": 16, "hidden_act": "gelu", "projection_dim": 1024}
+
+
+def build_random_meissonic(root: Path, seed: int = 0) -> Path:
+    """A Meissonic folder with random weights at the released sizes (transformer ``MEISSONIC_RELEASED_CONFIG``,
+    the f16 VQ, a CLIP-H/14-sized text encoder; tokenizer and scheduler: the tiny fixture's), stored in fp16
+    (1.0 B + 0.15 B + 0.35 B parameters)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from tcts.models.meissonic import MEISSONIC_RELEASED_CONFIG, MeissonicTransformer
+    from tcts.models.vq import VQModel
+
+    folder = root / "meissonic"
+    if (folder / "model_index.json").is_file():
+        return folder
+    torch.manual_seed(seed)
+    tmp = root / ".meissonic.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts = [("transformer", MEISSONIC_RELEASED_CONFIG, lambda: MeissonicTransformer(MEISSONIC_RELEASED_CONFIG),
+              "diffusion_pytorch_model.safetensors"),
+             ("vqvae", VQ, lambda: VQModel(VQ), "diffusion_pytorch_model.safetensors"),
+             ("text_encoder", CLIP_H, lambda: CLIPTextModelWithProjection(
+                 CLIPTextConfig(**{k: v for k, v in CLIP_H.items() if k != "architectures"})), "model.safetensors")]
+    for name, config, build, filename in parts:
+        save_component(tmp / name, config, build().half(), filename)
+    for part in ("tokenizer", "scheduler", "model_index.json"):
+        source = MEISSONIC_FIXTURE / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp / part)
+    scheduler = json.loads((tmp / "scheduler" / "scheduler_config.json").read_text())
+    scheduler["mask_token_id"] = MEISSONIC_RELEASED_CONFIG["vocab_size"] - 1
+    (tmp / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler))
     tmp.rename(folder)
     return folder
 
