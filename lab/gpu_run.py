@@ -6,8 +6,8 @@ Tasks (each writes into ``OUT/<task>/`` and its log ``OUT/<task>.log``; a task t
 little budget left is skipped and reported):
 
 * ``perf``: ``python -m lab.bench.perf`` (where a step's time goes, against diffusers: the drawing-ahead
-  identity, token parity, time and memory per step at 256-4096 tokens and batch 1-16, the matrix-product
-  floor), with what is left of the budget;
+  identity, token parity, time and memory per step at 256-4096 tokens and batch 1-16, the peak memory of a
+  whole generation, the matrix-product floor), with what is left of the budget;
 * ``samplers``: the shapes sampler benchmark (``python -m tcts bench``) at ``--captions`` x ``--seeds``, one
   process per sampler sharing the unit cache, then one run that assembles the table;
 * ``speed``: ``python -m tcts bench-speed`` (ours against diffusers, random full-size aMUSEd weights, fp16);
@@ -54,7 +54,7 @@ def run_logged(cmd: list[str], log: Path, budget: Budget) -> int:
 
 def perf(args: argparse.Namespace, budget: Budget) -> int:
     cmd = [sys.executable, "-m", "lab.bench.perf", "--device", args.device, "--budget", f"{budget.left() - 5:.0f}",
-           "--out", str(args.out / "perf"), "identity", "parity", "steps", "floor"]
+           "--out", str(args.out / "perf"), "identity", "parity", "steps", "memory", "floor"]
     return run_logged(cmd, args.out / "perf.log", budget)
 
 
@@ -73,7 +73,7 @@ def samplers(args: argparse.Namespace, budget: Budget) -> int:
 
 def speed(args: argparse.Namespace, budget: Budget) -> int:
     cmd = [sys.executable, "-m", "tcts", "bench-speed", "--models", "amused-256", "amused-512", "--steps", "12",
-           "--repeats", "1", "--impls", "ours", "diffusers", "--device", args.device,
+           "--repeats", "1", "--impls", "ours", "ours-sequential", "diffusers", "--device", args.device,
            "--dtype", "float16" if args.device.startswith("cuda") else "float32", "--out", str(args.out / "speed")]
     return run_logged(cmd, args.out / "speed.log", budget)
 

@@ -53,8 +53,8 @@ class ModelFolder:
     def vq(self) -> nn.Module:
         return load_vq(self.root / "vqvae")
 
-    def text_encoder(self) -> TextEncoder:
-        return load_text_encoder(self.root / "text_encoder", self.root / "tokenizer")
+    def text_encoder(self, dtype: torch.dtype = torch.float32) -> TextEncoder:
+        return load_text_encoder(self.root / "text_encoder", self.root / "tokenizer", dtype=dtype)
 
     def shells(self) -> dict[str, Any]:
         """Weightless stand-ins built from the component configs alone (meta device; no weights read): the

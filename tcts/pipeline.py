@@ -131,18 +131,20 @@ class Pipeline:
         ``sequential=True`` is for one-shot runs (the CLI): the components are read when
         :meth:`generate` needs them and freed after their phase (text encoder -> transformer -> VQ),
         so peak memory is about the largest component instead of all three. Checks that need only
-        configs run at once on weightless meta-device copies."""
+        configs run at once on weightless meta-device copies. ``dtype`` applies to the generator and the text
+        encoder (as diffusers' ``torch_dtype`` does: no fp32 copy of CLIP next to an fp16 generator); the VQ
+        stays fp32 (its decoder upcasts, like the reference's ``force_upcast``)."""
         folder = ModelFolder.open(path)
         common = dict(schedule=folder.schedule, name=folder.name, settings=folder.settings)
         if sequential:
             device = torch.device(device)
             loaders = {"transformer": lambda: folder.transformer(dtype, variant).to(device),
                        "vq": lambda: folder.vq().to(device),
-                       "text_encoder": lambda: _on_device(folder.text_encoder(), device)}
+                       "text_encoder": lambda: _on_device(folder.text_encoder(dtype), device)}
             shells = folder.shells()
             folder.check(shells["transformer"], shells["vq"], shells["text_encoder"])
             return cls(None, None, None, loaders=loaders, shells=shells, **common)
-        transformer, vq, text = folder.transformer(dtype, variant), folder.vq(), folder.text_encoder()
+        transformer, vq, text = folder.transformer(dtype, variant), folder.vq(), folder.text_encoder(dtype)
         folder.check(transformer, vq, text)
         return cls(transformer, vq, text, **common)
 

@@ -19,7 +19,8 @@ ROOT = AMUSED.parents[2]
 def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_diffusers(tmp_path):
     pytest.importorskip("diffusers")
     proc = subprocess.run([sys.executable, "-m", "lab.bench.perf", "--preset", "quick", "--device", "cpu",
-                           "--steps", "2", "--out", str(tmp_path), "identity", "parity", "steps", "floor"],
+                           "--steps", "2", "--out", str(tmp_path),
+                           "identity", "parity", "steps", "memory", "floor"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "perf.json").read_text())
@@ -29,9 +30,13 @@ def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_
     assert single == {(s.model, s.size, m) for s in perf.QUICK_STEPS if s.batch == 1 for m in perf.MODES
                       if m != "diffusers" or perf.has_reference(s.model)}
     assert all(r["step_s"] > 0 for r in results["steps"])
+    memory = {(r["model"], r["mode"]) for r in results["memory"]}
+    assert memory == {(s.model, m) for s in perf.QUICK_STEPS if s.batch == 1 for m in perf.MEMORY_MODES
+                      if m != "diffusers" or perf.has_reference(s.model)}
+    assert all(r["load_and_image_s"] > 0 for r in results["memory"])
     assert {r["mode"] for r in results["floor"]} == {"ours", "diffusers"}
     assert all(r["over_products"] > 0 for r in results["floor"])
-    assert "## The floor" in (tmp_path / "perf.md").read_text()
+    assert "## The floor" in next(tmp_path.glob("*.md")).read_text()   # the markdown report
 
 
 def test_a_task_that_would_start_past_the_budget_is_skipped_and_said_so(tmp_path):

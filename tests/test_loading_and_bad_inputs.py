@@ -41,6 +41,17 @@ def test_fp16_variant_files_are_found_in_a_diffusers_folder(tmp_path):
     assert all(torch.equal(v, state[k].half()) for k, v in model.state_dict().items() if k in state)
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_half_precision_pipeline_keeps_no_fp32_text_encoder_but_decodes_in_fp32(sequential):
+    """Like diffusers' ``torch_dtype``: the generator and the text encoder take the dtype; the VQ stays fp32."""
+    half = Pipeline.from_folder(AMUSED, dtype=torch.bfloat16, sequential=sequential)
+    assert half.component("transformer").dtype == torch.bfloat16
+    assert {p.dtype for p in half.component("text_encoder").model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.component("vq").parameters()} == {torch.float32}
+    result = half.generate("a red cat", seed=0)
+    assert result.images.dtype == torch.float32 and torch.isfinite(result.images).all()
+
+
 def test_models_without_downsampling_draw_one_token_per_16_px(pipe):
     """A transformer without its 2x down-sampling block reads one token per VQ cell: 80x112 px is a 7x5 grid
     (sizes that are not multiples of 16 are a catalogue row)."""

@@ -14,6 +14,8 @@ Tasks (each appends its rows to ``DIR/perf.json`` and prints a markdown table; `
   ``ours-on-device`` (``draw_on_device``: per-image generators on the GPU) and ``diffusers``, at 256, 1024
   and 4096 tokens (aMUSEd-256 at 256 px, aMUSEd-512 at 512 px, Meissonic at 1024 px: ours only, diffusers
   has no Meissonic pipeline) and batch 1, then throughput at batch 4 and 16 (256 tokens).
+* ``memory``: peak device memory of loading a pipeline and making one decoded image, ours fully resident,
+  ours sequential (each component on the device for its phase) and diffusers, at every batch-1 setting.
 * ``floor``: time per step of ours and diffusers divided by the time of the same matrix products alone
   (every linear layer, convolution and attention product of one step, replayed), measured in the same run,
   at the preset's largest batch-1 setting that diffusers also runs.
@@ -41,7 +43,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = {"tiny": REPO / "tests" / "fixtures" / "amused-tiny",
             "meissonic-tiny": REPO / "tests" / "fixtures" / "meissonic-tiny"}
-TASKS = ("identity", "parity", "steps", "floor")
+TASKS = ("identity", "parity", "steps", "memory", "floor")
 MODES = ("stream", "ours", "ours-in-turn", "ours-on-device", "diffusers")
 PROMPT = "a photo of a red cat"
 
@@ -242,6 +244,50 @@ def time_setting(setting: Setting, weights: Path, device: torch.device, dtype: t
     return rows
 
 
+# --- memory of a whole generation -------------------------------------------------------------------------
+
+MEMORY_MODES = ("ours", "ours-sequential", "diffusers")
+
+
+def whole_generation(mode: str, folder: Path, setting: Setting, device: torch.device, dtype: torch.dtype,
+                     steps: int) -> None:
+    """Load ``mode``'s pipeline onto ``device`` and make one decoded image: what a user's first image costs."""
+    from tcts.pipeline import Pipeline
+    from tcts.settings import Sampling
+    from tcts.starts import TextToImage
+
+    if mode == "diffusers":
+        pipe = load_diffusers(folder, device, dtype)
+        with torch.no_grad():
+            pipe(PROMPT, height=setting.size, width=setting.size, num_inference_steps=steps, guidance_scale=10.0,
+                 generator=torch.Generator().manual_seed(0), output_type="np")
+        return
+    pipe = load_ours(folder, device, dtype) if mode == "ours" else \
+        Pipeline.from_folder(folder, dtype=dtype, sequential=True, device=str(device))
+    pipe.generate(PROMPT, start=TextToImage(setting.size, setting.size), sampling=Sampling(steps=steps, cfg=10.0))
+
+
+def measure_memory(setting: Setting, weights: Path, device: torch.device, dtype: torch.dtype,
+                   steps: int) -> list[dict[str, Any]]:
+    """Peak device memory of loading and making one decoded image, per mode (``ours``: every component
+    resident, as in the library; ``ours-sequential``: each component on the device for its phase only, as a
+    one-shot CLI run; ``diffusers``). ComfyUI's model manager decides residency itself."""
+    folder = model_folder(setting.model, weights)
+    rows = []
+    for mode in (m for m in MEMORY_MODES if m != "diffusers" or has_reference(setting.model)):
+        free(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        start = time.perf_counter()
+        whole_generation(mode, folder, setting, device, dtype, steps)
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        rows.append({"task": "memory", "model": setting.model, "size": setting.size, "mode": mode, "steps": steps,
+                     "load_and_image_s": time.perf_counter() - start, "peak_mb": peak})
+        free(device)
+    return rows
+
+
 # --- the floor: matrix products alone --------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -346,6 +392,17 @@ def steps_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def memory_table(rows: list[dict]) -> str:
+    lines = ["| model | px | mode | load + one image (s) | peak MB | × diffusers |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        reference = next((o["peak_mb"] for o in rows if (o["model"], o["size"], o["mode"]) ==
+                          (r["model"], r["size"], "diffusers")), None)
+        ratio = r["peak_mb"] / reference if r["peak_mb"] and reference else None
+        lines.append(f"| {r['model']} | {r['size']} | {r['mode']} | {fmt(r['load_and_image_s'], 2)} | "
+                     f"{fmt(r['peak_mb'], 0)} | {fmt(ratio, 2)} |")
+    return "\n".join(lines)
+
+
 def floor_table(rows: list[dict]) -> str:
     lines = ["| model | px | implementation | s / step | matrix products alone (s) | step / products |",
              "|---|---|---|---|---|---|"]
@@ -369,6 +426,8 @@ def render(results: dict[str, Any]) -> str:
                      f"{row['ours-in-turn_equals_diffusers']}")
     if results.get("steps"):
         parts.append("## Time per step and memory\n\n" + steps_table(results["steps"]))
+    if results.get("memory"):
+        parts.append("## Peak memory of a whole generation\n\n" + memory_table(results["memory"]))
     if results.get("floor"):
         parts.append("## The floor: the same matrix products alone\n\n" + floor_table(results["floor"]))
     if results.get("skipped"):
@@ -444,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
                 rows = attempt(f"steps {s.model} {s.size}px batch {s.batch}",
                                lambda: time_setting(s, weights, device, dtype, args.steps, modes))
                 results.setdefault("steps", []).extend(rows or [])
+                write(results, args.out)
+        elif task == "memory":
+            for s in (s for s in settings if s.batch == 1):
+                rows = attempt(f"memory {s.model} {s.size}px",
+                               lambda: measure_memory(s, weights, device, dtype, min(args.steps, 4)))
+                results.setdefault("memory", []).extend(rows or [])
                 write(results, args.out)
         elif task == "floor":
             rows = attempt("floor", lambda: measure_floor(floor_setting, weights, device, dtype, min(args.steps, 4)))
