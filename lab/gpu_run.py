@@ -7,7 +7,7 @@ little budget left is skipped and reported):
 
 * ``perf``: ``python -m lab.bench.perf`` (where a step's time goes, against diffusers: the drawing-ahead
   identity, token parity, time and memory per step at 256-4096 tokens and batch 1-16, the peak memory of a
-  whole generation, the matrix-product floor), with what is left of the budget;
+  whole generation, the matrix-product floor, the compiled step), with what is left of the budget;
 * ``samplers``: the shapes sampler benchmark (``python -m tcts bench``) at ``--captions`` x ``--seeds``, one
   process per sampler sharing the unit cache, then one run that assembles the table;
 * ``speed``: ``python -m tcts bench-speed`` (ours against diffusers, random full-size aMUSEd weights, fp16);
@@ -54,7 +54,7 @@ def run_logged(cmd: list[str], log: Path, budget: Budget) -> int:
 
 def perf(args: argparse.Namespace, budget: Budget) -> int:
     cmd = [sys.executable, "-m", "lab.bench.perf", "--device", args.device, "--budget", f"{budget.left() - 5:.0f}",
-           "--out", str(args.out / "perf"), "identity", "parity", "steps", "memory", "floor"]
+           "--out", str(args.out / "perf"), "identity", "parity", "steps", "memory", "floor", "compile"]
     return run_logged(cmd, args.out / "perf.log", budget)
 
 

@@ -16,11 +16,11 @@ ROOT = AMUSED.parents[2]
 
 
 @pytest.mark.slow
-def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_diffusers(tmp_path):
+def test_quick_run_checks_identity_and_parity_then_measures_every_mode_memory_floor_and_compile(tmp_path):
     pytest.importorskip("diffusers")
     proc = subprocess.run([sys.executable, "-m", "lab.bench.perf", "--preset", "quick", "--device", "cpu",
-                           "--steps", "2", "--out", str(tmp_path),
-                           "identity", "parity", "steps", "memory", "floor"],
+                           "--steps", "2", "--budget", "3600", "--out", str(tmp_path),
+                           "identity", "parity", "steps", "memory", "floor", "compile"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "perf.json").read_text())
@@ -36,6 +36,7 @@ def test_quick_run_checks_the_identity_and_parity_then_times_every_mode_against_
     assert all(r["load_and_image_s"] > 0 for r in results["memory"])
     assert {r["mode"] for r in results["floor"]} == {"ours", "diffusers"}
     assert all(r["over_products"] > 0 for r in results["floor"])
+    assert [r.get("tokens_equal_uncompiled", True) for r in results["compile"]] == [True, True]
     assert "## The floor" in next(tmp_path.glob("*.md")).read_text()   # the markdown report
 
 

@@ -19,6 +19,8 @@ Tasks (each appends its rows to ``DIR/perf.json`` and prints a markdown table; `
 * ``floor``: time per step of ours and diffusers divided by the time of the same matrix products alone
   (every linear layer, convolution and attention product of one step, replayed), measured in the same run,
   at the preset's largest batch-1 setting that diffusers also runs.
+* ``compile``: ``ours-on-device`` at batch 1 as it is and with the generator under ``torch.compile`` (CUDA
+  graphs on a GPU), step times, compilation seconds and token equality.
 
 Weights are random at the released configs (``lab/bench/speed.py``). ``--preset reduced`` keeps aMUSEd-256's
 full-size weights at 64-256 px (16-256 tokens) and batch 1-16 at 128 px, for a CPU; ``--preset quick`` uses the
@@ -43,7 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = {"tiny": REPO / "tests" / "fixtures" / "amused-tiny",
             "meissonic-tiny": REPO / "tests" / "fixtures" / "meissonic-tiny"}
-TASKS = ("identity", "parity", "steps", "memory", "floor")
+TASKS = ("identity", "parity", "steps", "memory", "floor", "compile")
 MODES = ("stream", "ours", "ours-in-turn", "ours-on-device", "diffusers")
 PROMPT = "a photo of a red cat"
 
@@ -244,6 +246,38 @@ def time_setting(setting: Setting, weights: Path, device: torch.device, dtype: t
     return rows
 
 
+# --- launch overhead: the compiled step -------------------------------------------------------------------
+
+def compile_mode(device: torch.device) -> str:
+    """CUDA graphs (``reduce-overhead``) where they exist: they remove the kernel launches of a small step."""
+    return "reduce-overhead" if device.type == "cuda" else "default"
+
+
+def measure_compiled(setting: Setting, weights: Path, device: torch.device, dtype: torch.dtype,
+                     steps: int) -> list[dict[str, Any]]:
+    """``ours-on-device`` with the generator as it is and under ``torch.compile`` (:func:`compile_mode`), in
+    one process: step time, the compilation's seconds (the first run) and whether the tokens stay equal."""
+    folder = model_folder(setting.model, weights)
+    pipe = load_ours(folder, device, dtype)
+    base = {"task": "compile", "model": setting.model, "size": setting.size, "batch": setting.batch,
+            "steps": steps}
+    ours_tokens(pipe, setting.size, 2, 10.0, 0, "ours-on-device", setting.batch)
+    plain = ours_tokens(pipe, setting.size, steps, 10.0, 0, "ours-on-device", setting.batch).cpu()
+    rows = [{**base, "mode": "ours-on-device", "compile_s": 0.0, **timed(
+        lambda mark: ours_tokens(pipe, setting.size, steps, 10.0, 0, "ours-on-device", setting.batch, mark), device)}]
+    pipe.transformer = torch.compile(pipe.transformer, mode=compile_mode(device), dynamic=False)
+    start = time.perf_counter()
+    compiled = ours_tokens(pipe, setting.size, steps, 10.0, 0, "ours-on-device", setting.batch).cpu()
+    synchronize(device)
+    rows.append({**base, "mode": f"ours-on-device, torch.compile {compile_mode(device)}",
+                 "compile_s": time.perf_counter() - start, "tokens_equal_uncompiled": bool(torch.equal(plain, compiled)),
+                 **timed(lambda mark: ours_tokens(pipe, setting.size, steps, 10.0, 0, "ours-on-device", setting.batch,
+                                                  mark), device)})
+    del pipe
+    free(device)
+    return rows
+
+
 # --- memory of a whole generation -------------------------------------------------------------------------
 
 MEMORY_MODES = ("ours", "ours-sequential", "diffusers")
@@ -412,6 +446,17 @@ def floor_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compile_table(rows: list[dict]) -> str:
+    lines = ["| model | px | mode | s / step | × uncompiled | compilation (s) | same tokens |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        plain = next(o["step_s"] for o in rows if (o["model"], o["size"], o["mode"]) ==
+                     (r["model"], r["size"], "ours-on-device"))
+        lines.append(f"| {r['model']} | {r['size']} | {r['mode']} | {fmt(r['step_s'], 4)} | "
+                     f"{fmt(r['step_s'] / plain, 2)} | {fmt(r['compile_s'], 1)} | "
+                     f"{fmt(r.get('tokens_equal_uncompiled', True))} |")
+    return "\n".join(lines)
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["environment"]
     parts = [f"# Step performance\n\n{env['device_name']} · torch {env['torch']} · {env['dtype']} · "
@@ -430,6 +475,8 @@ def render(results: dict[str, Any]) -> str:
         parts.append("## Peak memory of a whole generation\n\n" + memory_table(results["memory"]))
     if results.get("floor"):
         parts.append("## The floor: the same matrix products alone\n\n" + floor_table(results["floor"]))
+    if results.get("compile"):
+        parts.append("## Launch overhead: the compiled step\n\n" + compile_table(results["compile"]))
     if results.get("skipped"):
         parts.append("Skipped at the budget: " + ", ".join(results["skipped"]))
     return "\n\n".join(parts) + "\n"
@@ -513,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         elif task == "floor":
             rows = attempt("floor", lambda: measure_floor(floor_setting, weights, device, dtype, min(args.steps, 4)))
             results.setdefault("floor", []).extend(rows or [])
+        elif task == "compile":
+            rows = attempt("compile", lambda: measure_compiled(settings[0], weights, device, dtype, args.steps))
+            results.setdefault("compile", []).extend(rows or [])
         write(results, args.out)
     print(render(results))
     return 0
