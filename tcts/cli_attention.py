@@ -131,8 +131,8 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
                         "word = the word's own columns")
     p.add_argument("--contrast-samples", type=int, default=8,
                    help="contrast: masked forwards per prompt (default 8)")
-    p.add_argument("--contrast-mask-ratio", type=float, default=0.5,
-                   help="contrast: fraction of the tokens masked in each forward (default 0.5)")
+    p.add_argument("--contrast-mask-ratio", type=float, default=0.8,
+                   help="contrast: fraction of the tokens masked in each forward (default 0.8)")
     p.add_argument("--threshold", default="mean_std", choices=THRESHOLDS,
                    help="region: mean_std keeps map > mean + k*std; top_q keeps the strongest fraction")
     p.add_argument("--k", type=float, default=0.0, help="mean_std: standard deviations above the mean (0)")

@@ -28,8 +28,9 @@
 
 Outputs: the edited tokens, R (bool token grid), and the normalised map.
 
-On the shapes world the contrast region matches the edited object best; the demo generator's
-cross-attention is diffuse, so the attention selections follow the object only loosely (docs/method.md).
+On the shapes world the contrast region matches the edited object best (BENCHMARKS.md, Mask-free editing
+on the shapes world); the demo generator's cross-attention is diffuse, so the attention selections follow
+the object only loosely.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class RegionOptions:
     dilate: int = 0                 # grow the region by this many tokens afterwards
     layers: Any = None              # cross-attention layers (default: all)
     samples: int = 8                # contrast: masked forwards per prompt
-    mask_ratio: float = 0.5         # contrast: fraction of the tokens masked in each forward
+    mask_ratio: float = 0.8         # contrast: fraction of the tokens masked in each forward
 
     def __post_init__(self) -> None:
         if self.select not in SELECTIONS:
