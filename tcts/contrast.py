@@ -34,7 +34,7 @@ def positive_rows(cond: Conditioning) -> Conditioning:
 
 @torch.inference_mode()
 def prompt_contrast(model: nn.Module, tokens: torch.Tensor, source: Conditioning, target: Conditioning, *,
-                    samples: int = 8, ratio: float = 0.5, seed: int | Sequence[int] = 0,
+                    samples: int = 8, ratio: float = 0.8, seed: int | Sequence[int] = 0,
                     timestep: int = 0) -> torch.Tensor:
     """Contrast map ``[B, h, w]`` in nats (see the module docstring). ``tokens``: finished source tokens
     ``[B, h, w]``; ``source`` / ``target``: the two prompts' conditions (positive rows are used; one row per
