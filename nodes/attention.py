@@ -32,15 +32,20 @@ def check_tokens(tokens: TokenGrid, model: GeneratorBundle) -> torch.Tensor:
     return grid
 
 
-def word_columns_from_comfy(conditioning: list, word: str, what: str) -> list[int]:
-    """The columns of ``word`` in a conditioning made by Masked Generative Text Encode."""
+def prompt_pieces_from_comfy(conditioning: list, what: str) -> tuple[list[str], str | None]:
+    """(BPE pieces, text) of the prompt of a conditioning made by Masked Generative Text Encode."""
     extra = conditioning[0][1] if conditioning else {}
     pieces = extra.get("tcts_token_pieces")
     if not pieces:
         raise ValueError(f"the {what} conditioning does not record its prompt's tokens: encode it with Masked "
                          "Generative Text Encode (not CLIP Text Encode) to look up a word")
     texts = extra.get("tcts_text") or [None]
-    return word_columns(word, pieces[0], texts[0])
+    return list(pieces[0]), texts[0]
+
+
+def word_columns_from_comfy(conditioning: list, word: str, what: str) -> list[int]:
+    """The columns of ``word`` in a conditioning made by Masked Generative Text Encode."""
+    return word_columns(word, *prompt_pieces_from_comfy(conditioning, what))
 
 
 class TCTSAttentionMaps(io.ComfyNode):

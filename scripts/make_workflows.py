@@ -331,19 +331,21 @@ def inpaint() -> Graph:
 
 
 #: mask-free edit example: the word of the source prompt (PROMPT) whose object changes, and the target prompt
-EDIT_WORD = "circle"
+EDIT_WORD = "red"
 EDIT_TARGET = "a large red square left of a small blue triangle on a striped background"
 
 
 def mask_free_edit() -> Graph:
     """Load Image -> VQ Encode -> Mask-free Edit (source / target prompt, word) -> decode + save, region saved."""
     g = Graph("Mask-free edit", "mask_free_edit")
-    g.note("**Mask-free edit**: no mask to paint. The cross-attention of a *word* of the source prompt (here "
-           f"`{EDIT_WORD}`) in your image marks that object's region; tokens outside it stay exactly the image's "
+    g.note("**Mask-free edit**: no mask to paint. Name the object by any word of the source prompt: its noun, "
+           f"an adjective (here `{EDIT_WORD}`) or the phrase. The region is where the target prompt makes the "
+           "generator expect other tokens than the source prompt (`select` = contrast; `object` reads the "
+           "cross-attention of the noun the word describes); tokens outside it stay exactly the image's "
            "tokens, tokens inside are regenerated with the target prompt (TCTS when a selector is connected, "
            "else random-revoke; schedule over the region only). The source prompt should describe the image and "
            "contain the word (Masked Generative Text Encode records its tokens). `threshold`/`k`/`top_q`/`dilate` "
-           "size the region; the second Save Image shows it. The example image `tcts_example.png` is copied into "
+           "size the region; the second Save Image shows it: exactly what was regenerated. The example image `tcts_example.png` is copied into "
            "ComfyUI's `input/` folder when the pack loads." + "\n\n"
            + COMMON_NOTE.format(model=MODEL).replace("python -m tcts generate", "python -m tcts edit"),
            (0, 330), size=(330, 460))

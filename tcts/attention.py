@@ -448,24 +448,70 @@ def split_words(text: str) -> list[str]:
     return [m.group(0) for m in _WORD_RE.finditer(text.lower())]
 
 
-def word_columns(word: str, pieces: Sequence[str], prompt: str | None = None) -> list[int]:
-    """Columns (0 = start token) of every occurrence of ``word`` (or a phrase) in the prompt, all its
-    BPE pieces. Raises ``ValueError`` naming the prompt's words when it does not occur."""
+def _occurrences(word: str, words: Sequence[tuple[str, list[int]]], prompt: str | None) -> list[range]:
+    """Word-index ranges of every occurrence of ``word`` (or a phrase) among the prompt's ``words``."""
     query = split_words(word)
     if not query:
         raise ValueError(f"no word given (got {word!r}); name a word of the prompt")
-    words = prompt_words(pieces)
     texts = [w for w, _ in words]
-    cols: list[int] = []
-    for start in range(len(words) - len(query) + 1):
-        if texts[start:start + len(query)] == query:
-            for _, c in words[start:start + len(query)]:
-                cols.extend(c)
-    if not cols:
+    found = [range(start, start + len(query)) for start in range(len(words) - len(query) + 1)
+             if texts[start:start + len(query)] == query]
+    if not found:
         shown = prompt if prompt is not None else " ".join(texts)
         listing = ", ".join(dict.fromkeys(texts)) or "(none)"
         raise ValueError(f"the word {word!r} is not in the prompt {shown!r}; its words are: {listing}")
-    return sorted(set(cols))
+    return found
+
+
+def word_columns(word: str, pieces: Sequence[str], prompt: str | None = None) -> list[int]:
+    """Columns (0 = start token) of every occurrence of ``word`` (or a phrase) in the prompt, all its
+    BPE pieces. Raises ``ValueError`` naming the prompt's words when it does not occur."""
+    words = prompt_words(pieces)
+    return sorted({c for span in _occurrences(word, words, prompt) for i in span for c in words[i][1]})
+
+
+#: Closed-class English words that are never part of a noun phrase's modifiers or head: determiners,
+#: pronouns, prepositions and spatial relation words, conjunctions, auxiliaries. A noun phrase is a run of
+#: other words; its last word is its head ("a large red circle left of ..." -> "large red circle", head
+#: "circle"). Lower case, as :func:`split_words` gives them.
+PHRASE_BREAKS = frozenset("""
+a an the this that these those some any each every no another other its their his her my your our
+one two three four five six seven eight nine ten several many few
+it they he she we you i me him them us who which what whose
+of on in at to from by with without into onto over under above below beneath behind beside besides between
+near next across along around through toward towards against among upon within inside outside off out up down
+left right top bottom front back middle center centre
+and or but nor while whereas
+is are was were be been being am has have had do does did will would can could should may might must
+as than like
+""".split())
+
+
+def _is_phrase_word(text: str) -> bool:
+    return text not in PHRASE_BREAKS and bool(re.fullmatch(r"[^\W\d_]+", text))
+
+
+def phrase_head(words: Sequence[tuple[str, list[int]]], index: int) -> int:
+    """The word index of the head of the noun phrase that word ``index`` belongs to: the last word of the
+    run of phrase words (not in :data:`PHRASE_BREAKS`, letters only) that contains it. A word outside every
+    phrase (a break word, a digit, punctuation) is its own head."""
+    if not _is_phrase_word(words[index][0]):
+        return index
+    head = index
+    while head + 1 < len(words) and _is_phrase_word(words[head + 1][0]):
+        head += 1
+    return head
+
+
+def object_columns(word: str, pieces: Sequence[str], prompt: str | None = None) -> list[int]:
+    """Columns of the object a word names: for every occurrence of ``word`` (or a phrase), the columns of the
+    head noun of the noun phrase its last word belongs to. An adjective selects its noun ("red" in "a red
+    circle on a striped background" -> "circle", not "background"); a noun is its own head, so its columns
+    are :func:`word_columns`'. The grouping reads the prompt's words only (:data:`PHRASE_BREAKS`), no
+    grammar of a particular world. Raises like :func:`word_columns`."""
+    words = prompt_words(pieces)
+    heads = {phrase_head(words, span[-1]) for span in _occurrences(word, words, prompt)}
+    return sorted({c for h in heads for c in words[h][1]})
 
 
 def word_map(captured: CapturedAttention, columns: Sequence[int] | Sequence[Sequence[int]]) -> torch.Tensor:

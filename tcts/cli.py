@@ -1,4 +1,4 @@
-"""Command line: ``python -m tcts generate | train-selector | edit | bench | bench-speed …``.
+"""Command line: ``python -m tcts generate | train-selector | edit | bench | bench-edit | bench-speed …``.
 
 Exit status (every subcommand): 0 success; 2 the command line or a file it names is wrong (an unknown or
 out-of-range option, a missing or unreadable model, image or selector; nothing is written); 1 the run
@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands the lab provides (research code beside the pack: benchmarks), by module
-LAB_COMMANDS = {"bench": "lab.bench.shapes_cli", "bench-speed": "lab.bench.speed"}
+LAB_COMMANDS = {"bench": "lab.bench.shapes_cli", "bench-speed": "lab.bench.speed", "bench-edit": "lab.bench.edit"}
 LAB_SUMMARIES = {"bench": "sampler benchmark on the shapes world (alignment, FD, P/R, detail, time)",
+                 "bench-edit": "edit benchmark on the shapes world (success, preservation, region IoU, seam)",
                  "bench-speed": "time and memory against diffusers' AmusedPipeline"}
 
 

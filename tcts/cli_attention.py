@@ -94,13 +94,14 @@ def write_generation_maps(pipe: Any, prompts: list[str], result: Any, out: Path,
 def add_edit_parser(sub: argparse._SubParsersAction) -> None:
     from .cli_common import DTYPES
     from .cli_rules import add_rule_arguments
-    from .editing import STRATEGIES, THRESHOLDS
+    from .editing import SELECTIONS, STRATEGIES, THRESHOLDS
     from .sampling.schedules import SCHEDULES
 
     p = sub.add_parser("edit", help="mask-free editing: change one object named by a word of the source prompt",
-                       description="Mask-free edit: the word's cross-attention in the source image defines the "
-                                   "region; tokens outside it stay exactly the source tokens; the region is "
-                                   "regenerated with the target prompt.")
+                       description="Mask-free edit: a region of the source image is found from the two prompts "
+                                   "(--select: where the target prompt expects other tokens, or the cross-attention "
+                                   "of the object the word names); tokens outside it stay exactly the source "
+                                   "tokens; the region is regenerated with the target prompt.")
     p.add_argument("--model", type=Path, default=None, help="diffusers-layout model folder (default: bundled demo)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="source image (size: a multiple of the model's token size)")
@@ -123,11 +124,21 @@ def add_edit_parser(sub: argparse._SubParsersAction) -> None:
                         "else 2 -> 0)")
     p.add_argument("--temperature", type=float, default=None,
                    help="token sampling temperature (default: the model's tcts_settings.json, else 1)")
+    p.add_argument("--select", default="contrast", choices=SELECTIONS,
+                   help="what the region follows: contrast = where the target prompt makes the generator expect "
+                        "other tokens than the source prompt (any word of the object works); object = the "
+                        "cross-attention of the head noun of the word's noun phrase; object+word = both columns; "
+                        "word = the word's own columns")
+    p.add_argument("--contrast-samples", type=int, default=8,
+                   help="contrast: masked forwards per prompt (default 8)")
+    p.add_argument("--contrast-mask-ratio", type=float, default=0.8,
+                   help="contrast: fraction of the tokens masked in each forward (default 0.8)")
     p.add_argument("--threshold", default="mean_std", choices=THRESHOLDS,
                    help="region: mean_std keeps map > mean + k*std; top_q keeps the strongest fraction")
     p.add_argument("--k", type=float, default=0.0, help="mean_std: standard deviations above the mean (0)")
     p.add_argument("--top-q", type=float, default=0.2, help="top_q: fraction of tokens in the region (0.2)")
-    p.add_argument("--no-blur", action="store_true", help="do not blur the map (3x3) before thresholding")
+    p.add_argument("--no-blur", action="store_true",
+                   help="do not blur an attention map (3x3) before thresholding (a contrast map is never blurred)")
     p.add_argument("--dilate", type=int, default=0, help="grow the region by this many tokens")
     p.add_argument("--region-layers", default="", help="cross-attention layers for the map (default: all)")
     p.add_argument("--out", type=Path, required=True, help="edited image PNG")
@@ -159,11 +170,11 @@ def source_image(args: argparse.Namespace, pipe: Any) -> Any:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    from .attention import token_pieces, word_columns
+    from .attention import token_pieces
     from .cli_common import (DTYPES, StderrProgress, check_output, model_folder, output_paths, report_model_settings,
                              sampling_from_args, save_npy_atomic)
     from .cli_rules import rule_from_args
-    from .editing import EditRequest, RegionOptions, mask_free_edit, resolve_strategy
+    from .editing import EditRequest, RegionOptions, mask_free_edit, region_columns, resolve_strategy
     from .engine import Job, condition
     from .images import save_image, token_mask_to_pixels
     from .pipeline import Pipeline, decode_tokens
@@ -183,13 +194,14 @@ def run_edit(args: argparse.Namespace) -> int:
     resolved = pipe.resolve(sampling_from_args(args), placeholder)
     report_model_settings(pipe, resolved, image.width, image.height)
     src_text = pipe.encode_prompts([args.source_prompt])
-    columns = word_columns(args.word, token_pieces(pipe.text_encoder.tokenizer, src_text.token_ids[0]),
-                           args.source_prompt)
+    columns = region_columns(args.word, token_pieces(pipe.text_encoder.tokenizer, src_text.token_ids[0]),
+                             args.source_prompt, args.select)
     negative = pipe.encode_prompts([args.negative]) if resolved.sampling.cfg != 1.0 else None
     strategy = resolve_strategy(args.strategy, args.selector is not None)
     rule = rule_from_args(args, strategy, pipe.transformer, dtype=DTYPES[args.dtype], device=args.device)
-    region = RegionOptions(threshold=args.threshold, k=args.k, top_q=args.top_q, blur=not args.no_blur,
-                           dilate=args.dilate, layers=args.region_layers or None)
+    region = RegionOptions(select=args.select, threshold=args.threshold, k=args.k, top_q=args.top_q,
+                           blur=not args.no_blur, dilate=args.dilate, layers=args.region_layers or None,
+                           samples=args.contrast_samples, mask_ratio=args.contrast_mask_ratio)
     request = EditRequest(source=image, source_condition=condition(src_text, None, placeholder, b),
                           columns=columns, region=region)
     target = Job(condition=condition(pipe.encode_prompts([args.target_prompt]), negative, placeholder, b),

@@ -132,7 +132,8 @@ def edit_prompt(comfy, word="cat", **overrides):
     inputs = {"model": ["1", 0], "source_tokens": ["9", 0], "source": ["2", 0], "target": ["5", 0],
               "negative": ["5", 1], "word": word, "strategy": "auto", "steps": 4, "cfg": 10.0, "seed": 0,
               "schedule": "linear", "choice_temperature": 2.0, "temperature": 1.0, "threshold": "mean_std", "k": 0.0,
-              "top_q": 0.2, "blur": True, "dilate": 0, "region_layers": "", "preview": "colours", **overrides}
+              "top_q": 0.2, "blur": True, "dilate": 0, "region_layers": "", "preview": "colours",
+              "select": "contrast", "contrast_samples": 8, **overrides}
     return {
         "1": {"class_type": "TCTSLoadModel", "inputs": {"model_name": MODEL, "dtype": "auto"}},
         "2": {"class_type": "TCTSTextEncode", "inputs": {"clip": ["1", 2], "prompt": SOURCE, "negative": ""}},

@@ -64,13 +64,13 @@ def test_the_schedule_counts_over_the_region(setup):
 
 def test_the_region_follows_the_word_map(setup):
     pipe, source, (src_cond, _), columns = setup
-    found = edit_region(pipe.transformer, source, src_cond, columns)
+    found = edit_region(pipe.transformer, source, src_cond, columns, RegionOptions(select="word"))
     h, w = source.shape[1:]
     assert found.region.shape == (1, h, w) and found.word_map.shape == (1, h, w)
     assert found.word_map.min() >= 0 and found.word_map.max() <= 1
     expected = found.word_map > found.word_map.mean() + 0 * found.word_map.std()
     assert torch.equal(found.region, expected)
-    strict = edit_region(pipe.transformer, source, src_cond, columns, RegionOptions(k=1.0))
+    strict = edit_region(pipe.transformer, source, src_cond, columns, RegionOptions(select="word", k=1.0))
     assert strict.region.sum() <= found.region.sum() and (strict.region <= found.region).all()
 
 

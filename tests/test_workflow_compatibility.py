@@ -4,7 +4,9 @@ ids and inputs, and a workflow file as it was shipped gives the tokens it gave t
 ``tests/fixtures/workflows-v1/`` holds the shipped workflows as they were before the rules became plug-ins
 (the composable samplers), their example inputs, and ``tokens.npz``: each pack node's output tokens from
 running them then (``<file>#<node id>``). Regenerate only on purpose:
-``.venv/bin/python -m tests.test_workflow_compatibility --write``.
+``.venv/bin/python -m tests.test_workflow_compatibility --write``. Re-recorded on purpose once: the Mask-free
+edit workflow's tokens when the node's default region became the prompt contrast (docs/method.md, Mask-free
+editing); every other workflow's tokens stayed the same.
 """
 from __future__ import annotations
 

@@ -686,7 +686,10 @@ def _map_widget_values(class_type: str, widgets: list, values) -> dict[str, Any]
             continue
         out[name] = values[i]
         i += 1
-        if surplus > 0 and _has_control(name, typ, opts) and i < len(values) and values[i] in CONTROL_VALUES:
+        # a seed's control value ("fixed", ...) is never a number: skip it even when the workflow was saved
+        # before widgets were appended to the node (fewer values than widgets; the frontend fills those in)
+        control = surplus > 0 or typ == "INT"
+        if control and _has_control(name, typ, opts) and i < len(values) and values[i] in CONTROL_VALUES:
             i += 1
             surplus -= 1
             # a combo with a control also serializes its (string) filter-list widget

@@ -191,7 +191,8 @@ def edit_argv(prompt: Mapping[str, dict], node_id: str, places: Places) -> list[
             *_setting(prompt, s, "steps", "--steps"), *_setting(prompt, s, "cfg", "--cfg", _f),
             "--seed", str(s["seed"]), "--schedule", s["schedule"],
             "--choice-temperature", _f(s["choice_temperature"]), "0.0", "--temperature", _f(s["temperature"]),
-            "--threshold", s["threshold"], "--k", _f(s["k"]), "--top-q", _f(s["top_q"]), "--dilate", str(s["dilate"])]
+            "--threshold", s["threshold"], "--k", _f(s["k"]), "--top-q", _f(s["top_q"]), "--dilate", str(s["dilate"]),
+            "--select", s["select"], "--contrast-samples", str(s["contrast_samples"])]
     argv += ["--no-blur"] * (not s["blur"]) + _selector(prompt, s, places)
     if s["region_layers"]:
         argv += ["--region-layers", s["region_layers"]]
