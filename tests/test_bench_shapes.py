@@ -240,3 +240,14 @@ def test_large_images_are_area_averaged_to_the_metric_size():
     assert area_downsample(small, 64) is small
     with pytest.raises(ValueError, match="integer factor"):
         area_downsample(images[:, :96, :96], 64)
+
+
+def test_a_reference_far_beyond_the_samplers_is_listed_with_its_values_not_drawn(tmp_path):
+    from lab.bench.plot import split_references, tradeoff_plot
+
+    samplers = [(0.2, 0.9), (0.4, 0.95)]
+    shown, off = split_references([("near", 0.5, 1.0), ("far", 2.4, 1.0)], samplers)
+    assert [r[0] for r in shown] == ["near"] and [r[0] for r in off] == ["far"]
+    path = tradeoff_plot({"purity": [(0.2, 0.9, 8), (0.4, 0.95, 16)]}, tmp_path / "plot.png",
+                         references=[("far", 2.4, 1.0)])
+    assert Image.open(path).size == (960, 640)

@@ -43,7 +43,6 @@ WRITTEN_MARKDOWN = {
     "speed.md": "written by `python -m tcts bench-speed` into its --out folder",
     "perf.md": "written by `python -m lab.bench.perf` into its --out folder",
     "selector_step.md": "written by lab/selector_step.py (--out)",
-    "perf.md": "written by `python -m lab.bench.perf` into its --out folder",
     "first_contact.md": "written by lab/scripts/first_contact.py into its --out folder",
 }
 

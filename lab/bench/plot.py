@@ -1,7 +1,8 @@
 """The benchmark's trade-off plot, drawn with PIL only: alignment (y) against image-quality distance (x).
 
 One polyline per sampler through its step counts (points labelled with the step count), optional reference
-points (e.g. real renders of other scenes), a legend, axis ticks and titles. Written atomically as PNG.
+points (e.g. real renders of other scenes; one far outside the samplers' range is listed in the legend with its
+values instead), a legend, axis ticks and titles; the axes fit the data. Written atomically as PNG.
 """
 from __future__ import annotations
 
@@ -59,10 +60,12 @@ def tradeoff_plot(series: dict[str, Sequence[Point]], path: str | Path, *,
     draw = ImageDraw.Draw(img)
     font, small = _font(15), _font(12)
     points = [(x, y) for pts in series.values() for x, y, _ in pts if _finite(x, y)]
-    points += [(x, y) for _, x, y in references if _finite(x, y)]
+    shown, off_axes = split_references(references, points)
+    points += [(x, y) for _, x, y in shown]
     xs, ys = [p[0] for p in points] or [0.0, 1.0], [p[1] for p in points] or [0.0, 1.0]
     x_ticks = nice_ticks(min(0.0, min(xs)), max(xs) * 1.05 if max(xs) > 0 else 1.0)
-    y_ticks = nice_ticks(min(0.0, min(ys)), min(1.0, max(ys) * 1.1) if max(ys) > 0 else 0.1)
+    y_lo = max(0.0, min(ys) - 0.1 * (max(ys) - min(ys) or 1.0)) if min(ys) >= 0 else min(ys)
+    y_ticks = nice_ticks(y_lo, max(ys) if max(ys) > y_lo else y_lo + 0.1)
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
     pw, ph = width - left - right, height - top - bottom
 
@@ -94,22 +97,36 @@ def tradeoff_plot(series: dict[str, Sequence[Point]], path: str | Path, *,
             draw.ellipse([px - 5, py - 5, px + 5, py + 5], fill=colour, outline="black")
             draw.text((px + 7, py - 7), str(steps), fill=colour, font=small, anchor="lb")
         legend.append((name, colour, "line"))
-    for name, x, y in references:
-        if _finite(x, y):
-            px, py = at(x, y)
-            draw.rectangle([px - 5, py - 5, px + 5, py + 5], fill="black")
-            legend.append((name, (0, 0, 0), "square"))
+    for name, x, y in shown:
+        px, py = at(x, y)
+        draw.rectangle([px - 5, py - 5, px + 5, py + 5], fill="black")
+        legend.append((name, (0, 0, 0), "square"))
+    for name, x, y in off_axes:
+        legend.append((name, (160, 160, 160), "square"))
+        legend.append((f"at ({_label(x)}, {_label(y)}), off the axes", (90, 90, 90), "note"))
     lx, ly = left + pw + 15, top + 5
     for name, colour, kind in legend:
         if kind == "line":
             draw.line([(lx, ly + 8), (lx + 24, ly + 8)], fill=colour, width=3)
             draw.ellipse([lx + 8, ly + 4, lx + 16, ly + 12], fill=colour, outline="black")
-        else:
+        elif kind == "square":
             draw.rectangle([lx + 8, ly + 4, lx + 16, ly + 12], fill=colour)
-        draw.text((lx + 32, ly + 8), name, fill="black", font=small, anchor="lm")
+        draw.text((lx + 32, ly + 8), name, fill="black" if kind != "note" else colour, font=small, anchor="lm")
         ly += 22
     draw.text((lx, ly + 8), "labels: steps", fill=(90, 90, 90), font=small, anchor="lm")
     return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def split_references(references: Sequence[tuple[str, float, float]], points: Sequence[tuple[float, float]]
+                     ) -> tuple[list[tuple[str, float, float]], list[tuple[str, float, float]]]:
+    """References near the samplers' points (drawn) and those whose x lies beyond twice the samplers' largest x
+    (listed in the legend with their values instead: drawing them would squeeze every sampler into a corner,
+    as real renders of other scenes do for FD at a few hundred images)."""
+    finite = [(n, x, y) for n, x, y in references if _finite(x, y)]
+    if not points:
+        return finite, []
+    limit = 2 * max(abs(x) for x, _ in points)
+    return [r for r in finite if abs(r[1]) <= limit], [r for r in finite if abs(r[1]) > limit]
 
 
 def _finite(*values: float | None) -> bool:
