@@ -15,7 +15,7 @@ little budget left is skipped and reported):
 
 Everything a task needs comes from the repository and the Python environment; results are plain files, so
 a run cut off at its budget keeps what finished. Try it on the CPU first at a tiny size:
-``python -m lab.gpu_run --device cpu --out /tmp/run --captions 4 --seeds 1 samplers``.
+``python -m lab.gpu_run --device cpu --out OUT --captions 4 --seeds 1 samplers``.
 """
 from __future__ import annotations
 
