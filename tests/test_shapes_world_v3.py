@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +183,35 @@ def test_stats_script_reports_the_figures():
     assert all(r["exact_images"] == 1.0 and r["same_ids"] == 1.0 for r in out["round_trip"])
     assert out["layouts"]["heldout"]["objects_x_backgrounds"]["mean"] >= 20
 
+
+
+@pytest.mark.slow
+def test_generator_trains_on_v3_logs_held_out_accuracy_and_resumes(tmp_path):
+    codes = tmp_path / "codes.safetensors"
+    proc = subprocess.run([sys.executable, str(ROOT / "lab" / "scripts" / "build_alphabet_v3.py"), "--out", str(codes),
+                           "-n", "20"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "gen"
+    base = [sys.executable, str(ROOT / "lab" / "scripts" / "train_generator.py"), "--world", "v3", "--out", str(run),
+            "--codes", str(codes), "--batch", "4", "--hidden", "64", "--layers", "1", "--intermediate", "64",
+            "--text-hidden", "64", "--eval-captions", "4", "--eval-steps", "4", "--eval-samplers", "uniform", "purity"]
+    proc = subprocess.run(base + ["--max-steps", "30", "--eval-every-s", "0"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run(base + ["--max-steps", "33", "--eval-every-s", "1000"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = (run / "train.log").read_text()
+    assert "resumed from" in log and "at step 30" in log
+    evals = [json.loads(line.split(" eval ", 1)[1]) for line in log.splitlines() if " eval {" in line]
+    assert {e["sampler"] for e in evals} == {"uniform", "purity"} and all(e["steps"] == 4 for e in evals)
+    assert all("images_seen" in e and "whole" in e for e in evals)
+    state = json.loads((run / "latest").read_text().strip() and (run / (run / "latest").read_text().strip()
+                                                                  / "state.json").read_text())
+    assert state["world"] == "v3" and state["step"] == 33
+    assert not list(run.rglob("*.pt")) and not list(run.rglob("*.bin"))
+    # a v2 command must not continue a v3 run
+    proc = subprocess.run([sys.executable, str(ROOT / "lab" / "scripts" / "train_generator.py"), "--out", str(run),
+                           "--codes", str(codes), "--max-steps", "34"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+    assert proc.returncode != 0 and "world v3 run" in proc.stderr
