@@ -4,8 +4,9 @@ Exact command (seconds; no fitting: the world is enumerated)::
 
     nice -n 10 .venv/bin/python lab/scripts/build_alphabet_v3.py
 
-Writes ``/root/.cache/tcts-train/shapes-v3/codes.safetensors`` (the same format as the v2 k-means codes of
-``fit_codes.py``, so ``train_vq.py`` and ``train_generator.py`` read it with ``--world v3``) and prints the
+Writes ``<TCTS_TRAIN_DIR or /root/.cache/tcts-train>/shapes-v3/codes.safetensors`` (the same format as the
+v2 k-means codes of ``fit_codes.py``; ``train_generator.py --world v3`` reads it; no neural VQ speaks it yet:
+``train_vq.py`` renders world v2) and prints the
 number of codes, the smallest distance between two codes and the round trip on train and held-out renders:
 the share of renders that ``decode(encode(x))`` gives back exactly, and of cells re-encoded to the same id.
 """

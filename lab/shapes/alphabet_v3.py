@@ -9,8 +9,8 @@ keeps the distinct ones; :func:`exact_codebook` turns them into a :class:`lab.sh
 whose codes *are* those patches (PCA coordinates of the patches as the codebook, the patches as the
 decoder's tiles). So ``decode(encode(render(scene))) == render(scene)`` exactly, as long as the PCA
 keeps the patches apart (:func:`min_code_distance`, checked when the alphabet is built). The
-v2 alphabet is fitted by k-means instead (``lab/scripts/fit_codes.py``); both give the neural VQ
-(``lab/scripts/train_vq.py``) its frozen codebook.
+v2 alphabet is fitted by k-means instead (``lab/scripts/fit_codes.py``) and is the frozen codebook of v2's
+neural VQ (``lab/scripts/train_vq.py``); v3 has no neural VQ yet (its evaluations decode by exact tiling).
 """
 from __future__ import annotations
 
