@@ -25,10 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tcts.pipeline import Pipeline, decode_tokens  # noqa: E402
-from lab.shapes.detector import aggregate, check  # noqa: E402
+from lab.shapes.detector import aggregate  # noqa: E402
 from tcts.sampling.registry import make_rule  # noqa: E402
 from tcts.settings import Sampling  # noqa: E402
 from lab.shapes.evaluate import eval_captions, generate  # noqa: E402
+from lab.shapes.worlds import get_world, world_of_folder  # noqa: E402
 
 
 def bootstrap(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -55,7 +56,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pipe = Pipeline.from_folder(args.folder)
-    captions = eval_captions(args.captions, args.split)
+    world = world_of_folder(args.folder)        # training.json's "world" (v2 when absent)
+    check = get_world(world).check
+    captions = eval_captions(args.captions, args.split, world=world)
 
     def encode(prompts):
         c = pipe.encode_prompts(prompts)
@@ -73,7 +76,7 @@ def main() -> None:
                 results += [check(im, c) for im, c in zip(images, captions)]
                 if seed == args.seeds[0]:
                     grids.append(images[:16])
-            rec = {"folder": str(args.folder), "split": args.split, "sampler": sampler, "cfg": cfg,
+            rec = {"folder": str(args.folder), "world": world, "split": args.split, "sampler": sampler, "cfg": cfg,
                    "steps": args.steps, "seeds": args.seeds, **aggregate(results), "seconds": round(time.time() - t, 1)}
             wholes[(cfg, sampler)] = np.array([r["whole"] for r in results])
             records.append(rec)

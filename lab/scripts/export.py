@@ -79,7 +79,7 @@ def main() -> None:
     log = (args.gen / "train.log").read_text().splitlines() if (args.gen / "train.log").is_file() else []
     evals = [json.loads(line.split(" eval ", 1)[1]) for line in log if " eval {" in line]
     (tmp / "training.json").write_text(json.dumps({
-        "checkpoint": str(ckpt), "step": state["step"], "images_seen": state.get("images_seen"),
+        "checkpoint": str(ckpt), "world": state.get("world", "v2"), "step": state["step"], "images_seen": state.get("images_seen"),
         "recipe": "lab/scripts/train_generator.py (+ fit_codes.py, train_vq.py); see docs/shapes-world.md",
         "note": args.note, "last_evals": evals[-4:]}, indent=1) + "\n")
 

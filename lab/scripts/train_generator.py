@@ -7,6 +7,9 @@ Exact command (background, resumable: the same command continues from the latest
     nohup nice -n 19 .venv/bin/python lab/scripts/train_generator.py \
         >> /root/.cache/tcts-train/shapes/gen.out 2>&1 &
 
+``--world v3`` trains on world v3 (:mod:`lab.shapes.world_v3`) in ``/root/.cache/tcts-train/shapes-v3``
+(codes from ``lab/scripts/build_alphabet_v3.py``); its command is in ``docs/shapes-world.md``, "World v3".
+
 Recipe:
 
 * targets: the k-means patch codes of 64 px renders (8 x 8 tokens, 1024 codes; the neural VQ of
@@ -22,7 +25,8 @@ Recipe:
   ``--decay-start`` over ``--decay-steps``; wd 0.01, betas 0.9/0.99), grad-clip 1, EMA 0.999 of the
   weights (evaluation and export use the EMA);
 * every ``--eval-every-s`` seconds: generate the 100 fixed held-out captions (12 steps, cfg 3,
-  sampler uniform, and purity every second time) and log the detector's per-attribute accuracy (``eval`` lines).
+  sampler uniform, and purity every second time; or ``--eval-samplers`` every time at ``--eval-steps``)
+  and log the detector's per-attribute accuracy (``eval`` lines).
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ from lab.shapes.checkpointing import (DEFAULT_ROOT, Logger, latest_checkpoint, l
                                        save_checkpoint)
 from lab.shapes.patchcodes import PatchCodebook  # noqa: E402
 from lab.shapes.text import WordTokenizer, build_tokenizer_files, text_encoder_config  # noqa: E402
-from lab.shapes.world import render_batch, sample_scene  # noqa: E402
+from lab.shapes.worlds import WORLD_NAMES, World, get_world  # noqa: E402
 
 ROOT = DEFAULT_ROOT / "shapes"
 MICRO = [64.0, 64.0, 0.0, 0.0, 6.0]
@@ -96,6 +100,11 @@ def generator_config(codebook_size: int, text_hidden: int, text_proj: int, size:
     }
 
 
+def run_root(world: str) -> Path:
+    """Where a world's training runs live (v2: the historical ``shapes`` folder)."""
+    return ROOT if world == "v2" else DEFAULT_ROOT / f"shapes-{world}"
+
+
 def count_probs(step: int, curriculum: int) -> tuple[float, float, float]:
     if step < curriculum // 2:
         return (0.8, 0.2, 0.0)
@@ -105,8 +114,10 @@ def count_probs(step: int, curriculum: int) -> tuple[float, float, float]:
 
 
 class Batcher:
-    def __init__(self, codes: PatchCodebook, tok: WordTokenizer, seed: int, curriculum: int, drop: float) -> None:
+    def __init__(self, codes: PatchCodebook, tok: WordTokenizer, seed: int, curriculum: int, drop: float,
+                 world: World) -> None:
         self.codes, self.tok, self.seed, self.curriculum, self.drop = codes, tok, seed, curriculum, drop
+        self.world = world
         self.cache: dict[str, list[int]] = {}
 
     def ids(self, text: str) -> list[int]:
@@ -118,8 +129,8 @@ class Batcher:
 
     def __call__(self, step: int, batch: int):
         probs = count_probs(step, self.curriculum)
-        scenes = [sample_scene([self.seed, step, i], "train", count_probs=probs) for i in range(batch)]
-        images = render_batch(scenes)
+        scenes = [self.world.sample_scene([self.seed, step, i], "train", count_probs=probs) for i in range(batch)]
+        images = self.world.render_batch(scenes)
         target = self.codes.encode(images)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         keep = torch.rand(batch, generator=g) >= self.drop
@@ -154,8 +165,9 @@ def build(args, vocab_size: int, codebook_size: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "gen")
-    ap.add_argument("--codes", type=Path, default=ROOT / "codes.safetensors")
+    ap.add_argument("--world", default="v2", choices=WORLD_NAMES, help="shapes world (lab/shapes/worlds.py)")
+    ap.add_argument("--out", type=Path, default=None, help="run folder (default: <runs of the world>/gen)")
+    ap.add_argument("--codes", type=Path, default=None, help="default: <runs of the world>/codes.safetensors")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--warmup", type=int, default=300)
@@ -179,9 +191,19 @@ def main() -> None:
     ap.add_argument("--save-every-s", type=float, default=300)
     ap.add_argument("--eval-every-s", type=float, default=1200)
     ap.add_argument("--eval-captions", type=int, default=100)
+    ap.add_argument("--eval-samplers", nargs="+", default=None,
+                    help="samplers of every evaluation (default: uniform, and purity every second time)")
+    ap.add_argument("--eval-steps", type=int, default=12)
+    ap.add_argument("--eval-vq", type=Path, default=None,
+                    help="VQ folder that decodes evaluation images (default <runs of the world>/vq/final when it "
+                         "exists, else the patch tiles); 'none': always the patch tiles")
     ap.add_argument("--threads", type=int, default=1, help="1 is far faster than 2 on a shared, busy CPU")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit (no saving)")
     args = ap.parse_args()
+    root = run_root(args.world)
+    args.out = args.out or root / "gen"
+    args.codes = args.codes or root / "codes.safetensors"
+    eval_vq = None if str(args.eval_vq) == "none" else (args.eval_vq or root / "vq" / "final")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     log = Logger(args.out / "train.log") if not args.bench else print
@@ -200,6 +222,9 @@ def main() -> None:
     step, history = 0, []
     ckpt = None if args.bench else latest_checkpoint(args.out)
     if ckpt is not None:
+        saved_world = json.loads((ckpt / "state.json").read_text()).get("world", "v2")
+        if saved_world != args.world:
+            sys.exit(f"{ckpt} is a world {saved_world} run; this command trains world {args.world}")
         state, _ = load_checkpoint(ckpt, {**modules, **{f"ema_{k}": m for k, m in ema.items()}}, opt)
         step = int(state["step"])
         history = state.get("history", [])
@@ -213,7 +238,7 @@ def main() -> None:
     (args.out / "generator_config.json").write_text(json.dumps(gcfg, indent=2, sort_keys=True))
     (args.out / "text_encoder_config.json").write_text(json.dumps(tcfg, indent=2, sort_keys=True))
 
-    batcher = Batcher(codes, tok, args.seed, args.curriculum, args.drop)
+    batcher = Batcher(codes, tok, args.seed, args.curriculum, args.drop, get_world(args.world))
     mask_id = gen.mask_token_id
     micro = torch.tensor([MICRO]).expand(args.batch, -1)
     t_start, last_save, last_eval = time.time(), time.time(), time.time()
@@ -225,9 +250,9 @@ def main() -> None:
 
     def save() -> None:
         save_checkpoint(args.out, {**modules, **{f"ema_{k}": m for k, m in ema.items()}},
-                        {"step": step, "images_seen": images_seen, "args": vars(args) | {"out": str(args.out),
-                         "codes": str(args.codes)}, "generator_config": gcfg, "text_config": tcfg,
-                         "history": history[-2000:]}, opt)
+                        {"step": step, "images_seen": images_seen, "world": args.world,
+                         "args": vars(args) | {"out": str(args.out), "codes": str(args.codes), "eval_vq": str(eval_vq)},
+                         "generator_config": gcfg, "text_config": tcfg, "history": history[-2000:]}, opt)
 
     while step < end and not stop:
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
@@ -277,10 +302,12 @@ def main() -> None:
             try:
                 from lab.shapes.evaluate import Evaluation, evaluate_models
                 n_evals += 1
-                for sampler in (("uniform",) if n_evals % 2 else ("uniform", "purity")):
+                samplers = args.eval_samplers or (("uniform",) if n_evals % 2 else ("uniform", "purity"))
+                for sampler in samplers:
                     t_eval = time.time()
                     res = evaluate_models(ema["gen"], ema["text"], tok, codes, Evaluation(
-                        sampler=sampler, n_captions=args.eval_captions, vq_folder=ROOT / "vq" / "final"))
+                        sampler=sampler, n_captions=args.eval_captions, steps=args.eval_steps, vq_folder=eval_vq,
+                        world=args.world))
                     log(f"eval {json.dumps({'step': step, 'images_seen': images_seen, 'sampler': sampler, **res, 'eval_s': round(time.time() - t_eval, 1)})}")
             except Exception as exc:  # noqa: BLE001 - evaluation must never stop training
                 log(f"eval skipped: {type(exc).__name__}: {exc}")

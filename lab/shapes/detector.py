@@ -26,7 +26,7 @@ from __future__ import annotations
 import colorsys
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -157,8 +157,10 @@ def classify_background(image: np.ndarray, object_mask: np.ndarray) -> tuple[str
     return "noisy", feats
 
 
-def analyse(image: np.ndarray) -> Analysis:
-    """Detect objects and the background of one ``[H, W, 3]`` image in [0, 1]."""
+def analyse(image: np.ndarray, *, size_split: float = SIZE_SPLIT,
+            background_rule: Callable[[np.ndarray, np.ndarray], tuple[str, dict]] = classify_background) -> Analysis:
+    """Detect objects and the background of one ``[H, W, 3]`` image in [0, 1] (small / large split at
+    ``size_split`` cells of the longer box side; ``background_rule(image, object_mask)``)."""
     image = np.asarray(image, dtype=np.float32)
     size = image.shape[0]
     cell = size / GRID
@@ -171,10 +173,11 @@ def analyse(image: np.ndarray) -> Analysis:
         for k, pts in enumerate(comps):
             box, feats = shape_features(pts)
             side = max(box[2] - box[0], box[3] - box[1])
-            det = Detection(name, classify_shape(feats), "large" if side > SIZE_SPLIT * cell else "small", box, len(pts), feats)
+            det = Detection(name, classify_shape(feats), "large" if side > size_split * cell else "small", box, len(pts),
+                            feats)
             (objects if k == 0 else extras).append(det)
     plate = np.clip(image, 0, 1).max(-1) < PLATE_MAX
-    background, bg_feats = classify_background(image, (labels >= 0) | plate)
+    background, bg_feats = background_rule(image, (labels >= 0) | plate)
     return Analysis(objects, extras, background, bg_feats)
 
 
@@ -188,8 +191,11 @@ def relation_holds(a: Detection, b: Detection, relation: str, cell: float) -> bo
 def check(image: np.ndarray, caption: str | CaptionSpec) -> dict:
     """Per-caption result: objects found / right shape / right size, relations, background, extras."""
     spec = parse_caption(caption) if isinstance(caption, str) else caption
-    an = analyse(image)
-    cell = image.shape[0] / GRID
+    return compare(analyse(image), spec, lambda a, b, rel: relation_holds(a, b, rel, image.shape[0] / GRID))
+
+
+def compare(an: Analysis, spec: CaptionSpec, holds: Callable[[Detection, Detection, str], bool]) -> dict:
+    """:func:`check`'s verdict on an analysis, with the world's rule ``holds(a, b, relation)``."""
     found = an.by_colour()
     objs = []
     for o in spec.objects:
@@ -199,7 +205,7 @@ def check(image: np.ndarray, caption: str | CaptionSpec) -> dict:
     rels = []
     for i, rel, j in spec.relations:
         a, b = found.get(spec.objects[i].colour), found.get(spec.objects[j].colour)
-        rels.append(a is not None and b is not None and relation_holds(a, b, rel, cell))
+        rels.append(a is not None and b is not None and holds(a, b, rel))
     wanted = {o.colour for o in spec.objects}
     extra = len(an.extras) + sum(1 for d in an.objects if d.colour not in wanted)
     bg = an.background == spec.background

@@ -2,7 +2,8 @@
 
 Used by the training log (``lab/scripts/train_generator.py``) and by ``lab/scripts/eval_model.py``
 for an exported folder. Captions are the fixed held-out evaluation set ``eval_captions(n)``:
-``sample_scene([EVAL_SEED, i], "heldout")`` for ``i < n`` (the world's default object-count mix).
+``sample_scene([EVAL_SEED, i], "heldout")`` for ``i < n`` (the world's default object-count mix) of
+the world named by ``world`` (:mod:`lab.shapes.worlds`; v2 unless told).
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from tcts.sampling.rules import Rule
 from tcts.sampling.step import Conditioning
 from tcts.settings import REFERENCE, Sampling
 from tcts.starts import TextToImage
-from .detector import score
-from .world import sample_scene
+from .worlds import DEFAULT_WORLD, get_world
 
 EVAL_SEED = 99
 SIZE = 64
 
 
-def eval_captions(n: int = 100, split: str = "heldout", seed: int = EVAL_SEED) -> list[str]:
+def eval_captions(n: int = 100, split: str = "heldout", seed: int = EVAL_SEED, world: str = DEFAULT_WORLD) -> list[str]:
+    sample_scene = get_world(world).sample_scene
     return [sample_scene([seed, i], split).caption for i in range(n)]
 
 
@@ -74,6 +75,7 @@ class Evaluation:
     seed: int = 0
     vq_folder: Path | None = None
     split: str = "heldout"
+    world: str = DEFAULT_WORLD
 
 
 def evaluate_models(gen, text_model, tokenizer, codes, evaluation: Evaluation) -> dict:
@@ -89,10 +91,10 @@ def evaluate_models(gen, text_model, tokenizer, codes, evaluation: Evaluation) -
         return out.hidden_states[-2], out.text_embeds
 
     try:
-        captions = eval_captions(e.n_captions, e.split)
+        captions = eval_captions(e.n_captions, e.split, world=e.world)
         tokens = generate(gen, encode, captions, make_rule(e.sampler), Sampling(steps=e.steps, cfg=e.cfg), seed=e.seed)
         decode, kind = decoder_for(codes, e.vq_folder)
-        metrics = score(decode(tokens), captions)
+        metrics = get_world(e.world).score(decode(tokens), captions)
     finally:
         gen.train(was_training[0])
         text_model.train(was_training[1])
