@@ -51,7 +51,7 @@ from .starts import Edit, EncodedImage
 THRESHOLDS = ("mean_std", "top_q")
 #: what the region follows (module docstring, step 1)
 SELECTIONS = ("contrast", "object", "object+word", "word")
-STRATEGIES = ("auto", "random-revoke", "tcts", "fas", "tcts-fas", "purity", "uniform")
+STRATEGIES = ("auto", "random-revoke", "tcts", "fas", "tcts-fas", "purity", "uniform", "entropy-bounded")
 
 
 @dataclass

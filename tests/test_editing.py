@@ -36,7 +36,8 @@ def setup(request):
     return pipe, source, conds, columns
 
 
-@pytest.mark.parametrize("strategy,options", [("auto", {}), ("purity", {}), ("fas", {"q": 0.5})])
+@pytest.mark.parametrize("strategy,options", [("auto", {}), ("purity", {}), ("fas", {"q": 0.5}),
+                                              ("entropy-bounded", {})])
 def test_tokens_outside_the_region_stay_exactly_the_source_tokens(setup, strategy, options):
     pipe, source, (src_cond, tgt_cond), columns = setup
     steps = []
