@@ -147,14 +147,21 @@ def classify_background(image: np.ndarray, object_mask: np.ndarray) -> tuple[str
           + steps(blocks[1:, :-1], blocks[:-1, 1:], valid[1:, :-1], valid[:-1, 1:])) / 2
     spread = float(blocks[valid].std()) if valid.sum() > 1 else 0.0
     feats = {"spread": round(spread, 4), "dh": round(dh, 4), "dv": round(dv, 4), "dd": round(dd, 4)}
+    return texture_kind(dh, dv, dd, spread, step_min=0.08), feats
+
+
+def texture_kind(dh: float, dv: float, dd: float, spread: float, *, step_min: float) -> str:
+    """The background kind from its mean horizontal, vertical and diagonal steps between blocks and its spread:
+    no step -> flat or gradient; steps along one axis only -> striped; along both axes but not diagonally ->
+    checkered; else noisy."""
     top = max(dh, dv)
-    if top < 0.08:
-        return ("flat" if spread < 0.04 else "gradient"), feats
+    if top < step_min:
+        return "flat" if spread < 0.04 else "gradient"
     if min(dh, dv) < 0.3 * top:
-        return "striped", feats
+        return "striped"
     if dd < 0.3 * min(dh, dv):
-        return "checkered", feats
-    return "noisy", feats
+        return "checkered"
+    return "noisy"
 
 
 def analyse(image: np.ndarray, *, size_split: float = SIZE_SPLIT,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .detail import dilate
-from .detector import Analysis, CaptionSpec, Detection, aggregate, compare
+from .detector import Analysis, CaptionSpec, Detection, aggregate, compare, texture_kind
 from .detector import analyse as analyse_objects
 from .world import GRID, parse_caption
 
@@ -60,14 +60,7 @@ def classify_background(image: np.ndarray, object_mask: np.ndarray) -> tuple[str
     spread = float(blocks[valid].std()) if valid.sum() > 1 else 0.0
     feats = {"scale": k, "inside": round(inside, 4), "spread": round(spread, 4), "dh": round(dh, 4),
              "dv": round(dv, 4), "dd": round(dd, 4)}
-    top = max(dh, dv)
-    if top < STEP_MIN:
-        return ("flat" if spread < 0.04 else "gradient"), feats
-    if min(dh, dv) < 0.3 * top:
-        return "striped", feats
-    if dd < 0.3 * min(dh, dv):
-        return "checkered", feats
-    return "noisy", feats
+    return texture_kind(dh, dv, dd, spread, step_min=STEP_MIN), feats
 
 
 def analyse(image: np.ndarray) -> Analysis:

@@ -133,6 +133,17 @@ class Background:
         return np.where(sel == 1, b, a).astype(np.float32)
 
 
+def scene_caption(objects: Sequence, relation: str | None, background: str) -> str:
+    """The caption grammar every world shares: one object, two with a relation, or three left to right."""
+    bg = f"on a {background} background"
+    o = objects
+    if len(o) == 1:
+        return f"{o[0].phrase} {bg}"
+    if len(o) == 2:
+        return f"{o[0].phrase} {relation} {o[1].phrase} {bg}"
+    return f"{o[0].phrase}, {o[1].phrase} and {o[2].phrase} from left to right {bg}"
+
+
 @dataclass(frozen=True)
 class Scene:
     objects: tuple[Obj, ...]
@@ -142,13 +153,7 @@ class Scene:
 
     @property
     def caption(self) -> str:
-        bg = f"on a {self.background.kind} background"
-        o = self.objects
-        if len(o) == 1:
-            return f"{o[0].phrase} {bg}"
-        if len(o) == 2:
-            return f"{o[0].phrase} {self.relation} {o[1].phrase} {bg}"
-        return f"{o[0].phrase}, {o[1].phrase} and {o[2].phrase} from left to right {bg}"
+        return scene_caption(self.objects, self.relation, self.background.kind)
 
     @property
     def spec(self) -> "CaptionSpec":

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .world import (BACKGROUNDS, COLOURS, GREY_PAIRS, GREYS, GRID, INSET, OBJECT_COUNT_PROBS, PLATE, RELATIONS,
-                    SHAPES, CaptionSpec, coverage, parse_caption)
+                    SHAPES, CaptionSpec, coverage, parse_caption, scene_caption)
 
 #: tile sides (in cells) a size word allows
 SIDES: dict[str, tuple[int, ...]] = {"small": (2,), "large": (3, 4)}
@@ -108,13 +108,7 @@ class Scene:
 
     @property
     def caption(self) -> str:
-        bg = f"on a {self.background.kind} background"
-        o = self.objects
-        if len(o) == 1:
-            return f"{o[0].phrase} {bg}"
-        if len(o) == 2:
-            return f"{o[0].phrase} {self.relation} {o[1].phrase} {bg}"
-        return f"{o[0].phrase}, {o[1].phrase} and {o[2].phrase} from left to right {bg}"
+        return scene_caption(self.objects, self.relation, self.background.kind)
 
     @property
     def spec(self) -> CaptionSpec:
